@@ -1,0 +1,120 @@
+package cachessd
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/vafs/vafs/blocks"
+)
+
+// Dir is a blocks.Store of one file per segment in a directory:
+// DIR/<16 hex digits>.seg.
+type Dir struct {
+	path string
+}
+
+var _ blocks.Store = (*Dir)(nil)
+
+// OpenDir opens (creating if needed) a segment directory.
+func OpenDir(path string) (*Dir, error) {
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		return nil, fmt.Errorf("cachessd: %w", err)
+	}
+	return &Dir{path: path}, nil
+}
+
+func (d *Dir) name(id blocks.SegmentID) string {
+	return filepath.Join(d.path, id.String()+".seg")
+}
+
+type segFile struct{ *os.File }
+
+func (f segFile) Sync() error { return syscall.Fdatasync(int(f.Fd())) }
+func (f segFile) Size() (int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+func (d *Dir) Create(id blocks.SegmentID) (blocks.SegmentFile, error) {
+	f, err := os.OpenFile(d.name(id), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("cachessd: segment %s: %w", id, blocks.ErrExists)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cachessd: %w", err)
+	}
+	// The new name must survive a crash once a commit refers to it.
+	if err := syncDir(d.path); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return segFile{f}, nil
+}
+
+func (d *Dir) Open(id blocks.SegmentID) (blocks.SegmentFile, error) {
+	f, err := os.OpenFile(d.name(id), os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("cachessd: segment %s: %w", id, blocks.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cachessd: %w", err)
+	}
+	return segFile{f}, nil
+}
+
+func (d *Dir) Remove(id blocks.SegmentID) error {
+	err := os.Remove(d.name(id))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("cachessd: %w", err)
+	}
+	return nil
+}
+
+func (d *Dir) List() ([]blocks.SegmentID, error) {
+	ents, err := os.ReadDir(d.path)
+	if err != nil {
+		return nil, fmt.Errorf("cachessd: %w", err)
+	}
+	var ids []blocks.SegmentID
+	for _, e := range ents {
+		hex, ok := strings.CutSuffix(e.Name(), ".seg")
+		if !ok || len(hex) != 16 {
+			continue
+		}
+		v, err := strconv.ParseUint(hex, 16, 64)
+		if err != nil {
+			continue
+		}
+		ids = append(ids, blocks.SegmentID(v))
+	}
+	return ids, nil
+}
+
+func (d *Dir) Space() (total, free uint64, err error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(d.path, &st); err != nil {
+		return 0, 0, fmt.Errorf("cachessd: statfs: %w", err)
+	}
+	return st.Blocks * uint64(st.Bsize), st.Bavail * uint64(st.Bsize), nil
+}
+
+func syncDir(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("cachessd: %w", err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("cachessd: sync dir: %w", err)
+	}
+	return nil
+}

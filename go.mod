@@ -1,0 +1,3 @@
+module github.com/vafs/vafs
+
+go 1.26
