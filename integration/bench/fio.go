@@ -1,0 +1,170 @@
+package main
+
+// fio jobs and their JSON output. One fio process per (row, target), run
+// one after the other so targets never compete for the disk or the CPUs.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// row is one line of the table: an access pattern at one queue depth.
+type row struct {
+	rw      string // fio --rw
+	bs      string // fio --bs
+	engine  string // fio --ioengine
+	iodepth int
+}
+
+var rows = []row{
+	{"randread", "4k", "psync", 1},
+	{"randread", "4k", "libaio", 16},
+	{"randwrite", "4k", "psync", 1},
+	{"randwrite", "4k", "libaio", 16},
+	{"read", "1M", "psync", 1},
+	{"read", "1M", "libaio", 16},
+	{"write", "1M", "psync", 1},
+	{"write", "1M", "libaio", 16},
+}
+
+func (r row) label() string {
+	return fmt.Sprintf("%s %s %s qd%d", r.bs, r.rw, r.engine, r.iodepth)
+}
+
+func (r row) id() string {
+	return fmt.Sprintf("%s-%s-%s-qd%d", r.bs, r.rw, r.engine, r.iodepth)
+}
+
+func (r row) isWrite() bool { return strings.Contains(r.rw, "write") }
+
+// bandwidthRow reports whether MiB/s is worth printing next to IOPS.
+func (r row) bandwidthRow() bool { return r.bs != "4k" }
+
+// jobArgs are the fio parameters of a measured job, minus the file and the
+// output; the report prints them verbatim.
+func jobArgs(cfg *config, r row) []string {
+	return []string{
+		"--name=" + r.id(),
+		"--rw=" + r.rw,
+		"--bs=" + r.bs,
+		"--ioengine=" + r.engine,
+		"--iodepth=" + strconv.Itoa(r.iodepth),
+		"--direct=1",
+		"--size=" + strconv.FormatInt(cfg.size, 10),
+		"--time_based",
+		"--runtime=" + seconds(cfg.runtime),
+		"--ramp_time=" + seconds(cfg.ramp),
+		"--randrepeat=0",
+		"--numjobs=1",
+	}
+}
+
+// prefillArgs write the whole file once, sequentially, and fsync at the end.
+func prefillArgs(cfg *config) []string {
+	return []string{
+		"--name=prefill",
+		"--rw=write",
+		"--bs=1M",
+		"--ioengine=psync",
+		"--iodepth=1",
+		"--direct=1",
+		"--size=" + strconv.FormatInt(cfg.size, 10),
+		"--end_fsync=1",
+	}
+}
+
+func seconds(d time.Duration) string { return strconv.Itoa(int(d/time.Second)) + "s" }
+
+type measurement struct {
+	iops           float64
+	mibs           float64       // MiB/s
+	latP50, latP99 time.Duration // completion latency percentiles
+	err            error
+}
+
+func prefill(ctx context.Context, cfg *config, t *target) error {
+	_, err := fio(ctx, cfg, t, "prefill", prefillArgs(cfg), 30*time.Minute)
+	return err
+}
+
+func runJob(ctx context.Context, cfg *config, t *target, r row) (measurement, error) {
+	dropCaches()
+	out, err := fio(ctx, cfg, t, r.id(), jobArgs(cfg, r), cfg.runtime+cfg.ramp+5*time.Minute)
+	if err != nil {
+		return measurement{}, err
+	}
+	if len(out.Jobs) != 1 {
+		return measurement{}, fmt.Errorf("fio reported %d jobs, want 1", len(out.Jobs))
+	}
+	j := out.Jobs[0]
+	if j.Error != 0 {
+		return measurement{}, fmt.Errorf("fio job error %d (%s)", j.Error, syscall.Errno(j.Error))
+	}
+	side := j.Read
+	if r.isWrite() {
+		side = j.Write
+	}
+	if side.IOPS == 0 {
+		return measurement{}, fmt.Errorf("fio measured no I/O")
+	}
+	return measurement{
+		iops:   side.IOPS,
+		mibs:   float64(side.BWBytes) / (1 << 20),
+		latP50: time.Duration(side.ClatNs.Percentile["50.000000"]),
+		latP99: time.Duration(side.ClatNs.Percentile["99.000000"]),
+	}, nil
+}
+
+// fio runs one job against t.file and decodes its JSON output, which goes
+// to a file (stdout can carry warnings before the JSON).
+func fio(ctx context.Context, cfg *config, t *target, id string, args []string, timeout time.Duration) (*fioOutput, error) {
+	outPath := filepath.Join(t.dir, "fio-"+id+".json")
+	args = append(args, "--filename="+t.file, "--output-format=json", "--output="+outPath)
+	if _, err := runCmd(ctx, timeout, "fio", args...); err != nil {
+		return nil, err
+	}
+	raw, err := os.ReadFile(outPath)
+	if err != nil {
+		return nil, err
+	}
+	if i := strings.IndexByte(string(raw), '{'); i > 0 {
+		raw = raw[i:]
+	}
+	var out fioOutput
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", outPath, err)
+	}
+	return &out, nil
+}
+
+type fioOutput struct {
+	Version string `json:"fio version"`
+	Jobs    []struct {
+		Error int     `json:"error"`
+		Read  fioSide `json:"read"`
+		Write fioSide `json:"write"`
+	} `json:"jobs"`
+}
+
+type fioSide struct {
+	IOPS    float64 `json:"iops"`
+	BWBytes int64   `json:"bw_bytes"`
+	ClatNs  struct {
+		Percentile map[string]float64 `json:"percentile"`
+	} `json:"clat_ns"`
+}
+
+// dropCaches starts every job from the same state: what a previous job left
+// in the host page cache (qsd's qcow2 file, a FUSE daemon's backing store)
+// is gone. Best effort: without root it does nothing.
+func dropCaches() {
+	syscall.Sync()
+	_ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0)
+}

@@ -1,0 +1,161 @@
+package main
+
+// The four things we measure. Each target gets its own directory under the
+// work directory, so all of them sit on the same disk and file system.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+type target struct {
+	name   string
+	dir    string // this target's directory under the work dir
+	file   string // the file fio reads and writes; set by setup
+	broken bool   // setup worked but prefill did not
+	setup  func(ctx context.Context, td *teardown) error
+}
+
+// targetDocs says, for the report, what each column is and how it is built.
+var targetDocs = map[string]string{
+	"plain": "`plain`: a regular file on the host file system of the work directory, opened by fio itself. The ceiling.",
+	"qsd": "`qsd`: a qcow2 image (`qemu-img create -f qcow2 img.qcow2 SIZE`, default cluster size 64 KiB) exported as a regular file by " +
+		"qemu-storage-daemon's FUSE export, started in the foreground as\n" +
+		"  `qemu-storage-daemon --blockdev driver=file,node-name=file0,filename=img.qcow2,cache.direct=off " +
+		"--blockdev driver=qcow2,node-name=q0,file=file0 " +
+		"--export type=fuse,id=e0,node-name=q0,mountpoint=export.raw,writable=on`\n" +
+		"  (the mount point is an existing empty regular file; `cache.direct=off` means qsd's own I/O on img.qcow2 goes " +
+		"through the host page cache, so its reads can be served from memory even though fio uses O_DIRECT).",
+	"loopback": "`loopback`: `vafs debug loopback SRC MNT`, a bare go-fuse v2 loopback (`fs.NewLoopbackRoot`) of a plain directory with " +
+		"the mount options vafs uses (DirectMount, MaxWrite 1 MiB, no allow_other, 1 s entry/attr timeouts) and kernel FUSE " +
+		"passthrough disabled, so every I/O makes the FUSE round trip. The kernel forwards fio's O_DIRECT in the open flags, " +
+		"so the loopback opens its backing file O_DIRECT as well. The cost of FUSE and go-fuse before vafs does anything.",
+	"vafs": "`vafs`: a file created by fio in `vafs mount --background --data DATA MNT` (DATA under the work directory).",
+}
+
+func newTarget(name string, cfg *config) *target {
+	t := &target{name: name, dir: filepath.Join(cfg.workDir, name)}
+	switch name {
+	case "plain":
+		t.setup = func(ctx context.Context, td *teardown) error {
+			t.file = filepath.Join(t.dir, "bench.raw")
+			return os.MkdirAll(t.dir, 0o755)
+		}
+	case "qsd":
+		t.setup = func(ctx context.Context, td *teardown) error { return setupQSD(ctx, cfg, t, td) }
+	case "loopback":
+		t.setup = func(ctx context.Context, td *teardown) error { return setupLoopback(ctx, cfg, t, td) }
+	case "vafs":
+		t.setup = func(ctx context.Context, td *teardown) error { return setupVafs(ctx, cfg, t, td) }
+	}
+	return t
+}
+
+func setupQSD(ctx context.Context, cfg *config, t *target, td *teardown) error {
+	if err := os.MkdirAll(t.dir, 0o755); err != nil {
+		return err
+	}
+	img := filepath.Join(t.dir, "img.qcow2")
+	export := filepath.Join(t.dir, "export.raw")
+	if _, err := runCmd(ctx, time.Minute, "qemu-img", "create", "-q", "-f", "qcow2", img, strconv.FormatInt(cfg.size, 10)); err != nil {
+		return err
+	}
+	// The FUSE export mounts over an existing regular file.
+	if err := os.WriteFile(export, nil, 0o644); err != nil {
+		return err
+	}
+	// Foreground, not --daemonize: we own the process, and SIGTERM makes it
+	// unmount the export before it exits.
+	d, err := startDaemon("qemu-storage-daemon", filepath.Join(t.dir, "qsd.log"), "qemu-storage-daemon",
+		"--blockdev", "driver=file,node-name=file0,filename="+img+",cache.direct=off",
+		"--blockdev", "driver=qcow2,node-name=q0,file=file0",
+		"--export", "type=fuse,id=e0,node-name=q0,mountpoint="+export+",writable=on",
+	)
+	if err != nil {
+		return err
+	}
+	td.add("qsd", func() error {
+		err := d.stop(15 * time.Second)
+		if uerr := ensureUnmounted(export); uerr != nil {
+			return uerr
+		}
+		return err
+	})
+	if err := waitMounted(ctx, export, d, 30*time.Second); err != nil {
+		return fmt.Errorf("%w (log: %s)", err, readTail(filepath.Join(t.dir, "qsd.log")))
+	}
+	t.file = export
+	return nil
+}
+
+func setupLoopback(ctx context.Context, cfg *config, t *target, td *teardown) error {
+	src, mnt := filepath.Join(t.dir, "src"), filepath.Join(t.dir, "mnt")
+	for _, d := range []string{src, mnt} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	logPath := filepath.Join(t.dir, "loopback.log")
+	d, err := startDaemon("vafs debug loopback", logPath, cfg.vafsBin, "debug", "loopback", src, mnt)
+	if err != nil {
+		return err
+	}
+	td.add("loopback", func() error {
+		err := d.stop(15 * time.Second)
+		if uerr := ensureUnmounted(mnt); uerr != nil {
+			return uerr
+		}
+		return err
+	})
+	if err := waitMounted(ctx, mnt, d, 30*time.Second); err != nil {
+		return fmt.Errorf("%w (log: %s)", err, readTail(logPath))
+	}
+	t.file = filepath.Join(mnt, "bench.raw")
+	return nil
+}
+
+func setupVafs(ctx context.Context, cfg *config, t *target, td *teardown) error {
+	data, mnt := filepath.Join(t.dir, "data"), filepath.Join(t.dir, "mnt")
+	for _, d := range []string{data, mnt} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	// Register the teardown before mounting: a mount that half worked
+	// must still be undone.
+	td.add("vafs", func() error {
+		var first error
+		if isMounted(mnt) {
+			if _, err := runCmd(context.Background(), time.Minute, cfg.vafsBin, "umount", mnt); err != nil {
+				first = err
+			}
+		}
+		if err := ensureUnmounted(mnt); err != nil && first == nil {
+			first = err
+		}
+		if err := reapByArg(cfg.vafsBin, mnt, 10*time.Second); err != nil && first == nil {
+			first = err
+		}
+		return first
+	})
+	if _, err := runCmd(ctx, time.Minute, cfg.vafsBin, "mount", "--background", "--data", data, mnt); err != nil {
+		return err
+	}
+	if err := waitMounted(ctx, mnt, nil, 30*time.Second); err != nil {
+		return err
+	}
+	t.file = filepath.Join(mnt, "bench.raw")
+	return nil
+}
+
+func readTail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	return tail(string(b), 600)
+}

@@ -1,0 +1,503 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	// vafsBin is the binary under test; empty when skipReason is set.
+	vafsBin string
+	// skipReason is why every test skips (not root, no /dev/fuse); empty when they run.
+	skipReason string
+	// testRoot holds every temp dir of the run (TMPDIR points here), so TestMain can
+	// find mounts the tests left behind.
+	testRoot string
+)
+
+const (
+	mountReadyTimeout = 20 * time.Second
+	mountStopTimeout  = 60 * time.Second
+	// mountWatchdog bounds a mount's life: when it fires the mount is SIGKILLed,
+	// which turns any file-system call hung in the test process into ENOTCONN
+	// instead of hanging the run until `go test -timeout`.
+	mountWatchdog = 5 * time.Minute
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	flag.Parse()
+	switch {
+	case os.Geteuid() != 0:
+		skipReason = "integration tests need root (FUSE mounts, tmpfs, loop devices)"
+	default:
+		if _, err := os.Stat("/dev/fuse"); err != nil {
+			skipReason = "integration tests need /dev/fuse: " + err.Error()
+		}
+	}
+	root, err := os.MkdirTemp("", "vafs-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		return 1
+	}
+	// Resolve symlinks so paths match /proc/mounts exactly.
+	if r, err := filepath.EvalSymlinks(root); err == nil {
+		root = r
+	}
+	testRoot = root
+	// t.TempDir uses os.TempDir, i.e. $TMPDIR: every per-test dir lands under root.
+	os.Setenv("TMPDIR", root)
+
+	if skipReason == "" {
+		vafsBin = os.Getenv("VAFS_BIN")
+		if vafsBin == "" {
+			bin, err := buildVafs(root)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "integration: building vafs:", err)
+				os.RemoveAll(root)
+				return 1
+			}
+			vafsBin = bin
+		} else if abs, err := filepath.Abs(vafsBin); err == nil {
+			vafsBin = abs
+		}
+	}
+
+	code := m.Run()
+
+	// A test must leave no mount behind: fail the run if one did, then clean up
+	// anyway so the host stays usable.
+	left := mountsUnder(root)
+	if len(left) > 0 {
+		fmt.Fprintf(os.Stderr, "integration: FAIL: mounts left behind under %s:\n", root)
+		for _, mp := range left {
+			fmt.Fprintln(os.Stderr, "   ", mp)
+		}
+		code = 1
+	}
+	for _, dev := range loopDevicesUnder(root) {
+		fmt.Fprintln(os.Stderr, "integration: FAIL: loop device left behind:", dev)
+		exec.Command("losetup", "-d", dev).Run()
+		code = 1
+	}
+	// Deepest first, so a mount inside a mount comes off before its parent.
+	for i := len(left) - 1; i >= 0; i-- {
+		syscall.Unmount(left[i], syscall.MNT_DETACH)
+	}
+	if len(mountsUnder(root)) == 0 {
+		os.RemoveAll(root)
+	} else {
+		fmt.Fprintln(os.Stderr, "integration: not removing", root, "because mounts remain under it")
+	}
+	return code
+}
+
+// buildVafs builds ./cmd/vafs of the module that contains this package.
+func buildVafs(root string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside a Go module")
+	}
+	bin := filepath.Join(root, "bin", "vafs")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/vafs")
+	cmd.Dir = filepath.Dir(gomod)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/vafs: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// procMounts returns the mountpoints in /proc/mounts, unescaped, in mount order.
+func procMounts() []string {
+	b, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		return nil
+	}
+	var mps []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		mps = append(mps, unescapeMount(f[1]))
+	}
+	return mps
+}
+
+// mountEntry returns the /proc/mounts fields (device, mountpoint, type, options)
+// of the last mount at mp, or nil.
+func mountEntry(mp string) []string {
+	b, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		return nil
+	}
+	var last []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 4 && unescapeMount(f[1]) == mp {
+			last = f
+		}
+	}
+	return last
+}
+
+func unescapeMount(s string) string {
+	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	return r.Replace(s)
+}
+
+func isMounted(mp string) bool { return mountEntry(mp) != nil }
+
+func mountsUnder(root string) []string {
+	var out []string
+	for _, mp := range procMounts() {
+		if mp == root || strings.HasPrefix(mp, root+"/") {
+			out = append(out, mp)
+		}
+	}
+	return out
+}
+
+// loopDevicesUnder lists loop devices whose backing file is under root.
+func loopDevicesUnder(root string) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "losetup", "-a").Output()
+	if err != nil {
+		return nil
+	}
+	var devs []string
+	for _, line := range strings.Split(string(out), "\n") {
+		// /dev/loop0: [0042]:123 (/path/to/file)
+		dev, rest, ok := strings.Cut(line, ":")
+		if ok && strings.Contains(rest, "("+root+"/") {
+			devs = append(devs, dev)
+		}
+	}
+	return devs
+}
+
+// requireRoot skips the test unless it can mount FUSE file systems.
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+}
+
+// requireTools skips the test when one of the client programs is missing.
+func requireTools(t testing.TB, names ...string) {
+	t.Helper()
+	requireRoot(t)
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			t.Skipf("client program %q is not installed (%v)", n, err)
+		}
+	}
+}
+
+// syncBuffer collects a child's output for printing on failure.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Mount is one foreground `vafs mount` child process.
+type Mount struct {
+	t    testing.TB
+	Data string // data dir
+	Dir  string // mountpoint
+	cmd  *exec.Cmd
+	log  *syncBuffer
+
+	done    chan struct{} // closed when the process has exited
+	waitErr error         // valid after done
+	over    bool          // Stop or Kill already called
+	dog     *time.Timer
+}
+
+// newDirs returns a fresh data dir and mountpoint for a test.
+func newDirs(t testing.TB) (data, mnt string) {
+	return t.TempDir(), t.TempDir()
+}
+
+// startMount starts `vafs mount --data data mnt` in the foreground and returns once
+// it printed its `mounted` line and the mountpoint is in /proc/mounts. The mount is
+// stopped (SIGTERM) by t.Cleanup unless the test stopped or killed it, and the
+// cleanup checks that the mountpoint is gone from /proc/mounts.
+func startMount(t testing.TB, data, mnt string, extra ...string) *Mount {
+	t.Helper()
+	m, err := tryStartMount(t, data, mnt, extra...)
+	if err != nil {
+		t.Fatalf("vafs mount --data %s %s: %v", data, mnt, err)
+	}
+	return m
+}
+
+func tryStartMount(t testing.TB, data, mnt string, extra ...string) (*Mount, error) {
+	t.Helper()
+	args := append([]string{"mount", "--data", data}, extra...)
+	args = append(args, mnt)
+	cmd := exec.Command(vafsBin, args...)
+	// If the test binary dies (go test -timeout), SIGTERM lets vafs unmount itself.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout = pw
+	cmd.Stderr = pw
+	if err := cmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		return nil, err
+	}
+	pw.Close()
+	m := &Mount{t: t, Data: data, Dir: mnt, cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
+	ready := make(chan struct{})
+	go func() {
+		defer pr.Close()
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64*1024), 1024*1024)
+		once := false
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(m.log, line)
+			if !once && strings.Contains(line, "mounted") && !strings.Contains(line, "unmounted") {
+				once = true
+				close(ready)
+			}
+		}
+	}()
+	go func() {
+		m.waitErr = cmd.Wait()
+		close(m.done)
+	}()
+	m.dog = time.AfterFunc(mountWatchdog, func() {
+		fmt.Fprintf(m.log, "integration: WATCHDOG: mount alive for %v, sending SIGKILL\n", mountWatchdog)
+		cmd.Process.Kill()
+	})
+	t.Cleanup(func() {
+		if !m.over {
+			m.stop(syscall.SIGTERM, true)
+		}
+		if t.Failed() {
+			t.Logf("output of vafs %s:\n%s", strings.Join(args, " "), m.log.String())
+		}
+	})
+
+	select {
+	case <-ready:
+	case <-m.done:
+		m.over = true
+		m.dog.Stop()
+		return nil, fmt.Errorf("exited before mounting (%v); output:\n%s", m.waitErr, m.log.String())
+	case <-time.After(mountReadyTimeout):
+		cmd.Process.Kill()
+		<-m.done
+		m.over = true
+		m.dog.Stop()
+		syscall.Unmount(mnt, syscall.MNT_DETACH)
+		return nil, fmt.Errorf("no `mounted` line within %v; output:\n%s", mountReadyTimeout, m.log.String())
+	}
+	if !isMounted(mnt) {
+		return m, fmt.Errorf("printed `mounted` but %s is not in /proc/mounts", mnt)
+	}
+	return m, nil
+}
+
+// Path joins elements onto the mountpoint.
+func (m *Mount) Path(elem ...string) string {
+	return filepath.Join(append([]string{m.Dir}, elem...)...)
+}
+
+// Log returns what the mount printed so far.
+func (m *Mount) Log() string { return m.log.String() }
+
+// Stop sends SIGTERM and asserts a clean exit: status 0 and the mountpoint gone.
+func (m *Mount) Stop() {
+	m.t.Helper()
+	m.stop(syscall.SIGTERM, true)
+}
+
+// Interrupt is Stop with SIGINT.
+func (m *Mount) Interrupt() {
+	m.t.Helper()
+	m.stop(syscall.SIGINT, true)
+}
+
+func (m *Mount) stop(sig syscall.Signal, wantClean bool) {
+	m.t.Helper()
+	if m.over {
+		return
+	}
+	m.over = true
+	defer m.dog.Stop()
+	m.cmd.Process.Signal(sig)
+	select {
+	case <-m.done:
+		if wantClean && m.waitErr != nil {
+			m.t.Errorf("vafs mount %s: exit after %v: %v (want status 0)", m.Dir, sig, m.waitErr)
+		}
+	case <-time.After(mountStopTimeout):
+		m.t.Errorf("vafs mount %s: still running %v after %v; killing it", m.Dir, mountStopTimeout, sig)
+		m.cmd.Process.Kill()
+		<-m.done
+	}
+	m.assertGone()
+}
+
+// Kill SIGKILLs the mount process and waits for it; the dead FUSE mount stays in
+// place (ENOTCONN) until DetachDead or the next `vafs mount` on the same dir.
+func (m *Mount) Kill() {
+	m.t.Helper()
+	if m.over {
+		return
+	}
+	m.over = true
+	defer m.dog.Stop()
+	m.cmd.Process.Kill()
+	select {
+	case <-m.done:
+	case <-time.After(30 * time.Second):
+		m.t.Fatalf("vafs mount %s did not die within 30s of SIGKILL", m.Dir)
+	}
+	m.t.Cleanup(func() {
+		// In case the test failed before cleaning up the dead mount.
+		if isMounted(m.Dir) {
+			syscall.Unmount(m.Dir, syscall.MNT_DETACH)
+		}
+	})
+}
+
+// Done is closed when the mount process has exited.
+func (m *Mount) Done() <-chan struct{} { return m.done }
+
+// WaitExit waits for the mount process to exit by itself and returns its status.
+func (m *Mount) WaitExit(d time.Duration) (error, bool) {
+	select {
+	case <-m.done:
+		m.over = true
+		m.dog.Stop()
+		return m.waitErr, true
+	case <-time.After(d):
+		return nil, false
+	}
+}
+
+// assertGone fails the test if the mountpoint is still mounted, then detaches it.
+func (m *Mount) assertGone() {
+	m.t.Helper()
+	if isMounted(m.Dir) {
+		m.t.Errorf("%s is still in /proc/mounts after the mount process exited; detaching it", m.Dir)
+		detach(m.t, m.Dir)
+	}
+}
+
+// detachDead lazily unmounts a dead FUSE mount, as an operator would with umount -l.
+func detachDead(t testing.TB, mp string) {
+	t.Helper()
+	if out, err := runCmd(t, 30*time.Second, "umount", "-l", mp); err != nil {
+		t.Fatalf("umount -l %s: %v\n%s", mp, err, out)
+	}
+	if isMounted(mp) {
+		t.Fatalf("%s still mounted after umount -l", mp)
+	}
+}
+
+func detach(t testing.TB, mp string) {
+	if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
+		t.Logf("umount -l %s: %v", mp, err)
+	}
+}
+
+// runCmd runs a program with a timeout and returns its combined output.
+func runCmd(t testing.TB, timeout time.Duration, name string, args ...string) (string, error) {
+	t.Helper()
+	return runCmdIn(t, "", timeout, name, args...)
+}
+
+func runCmdIn(t testing.TB, dir string, timeout time.Duration, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("timed out after %v (%w)", timeout, err)
+	}
+	return string(out), err
+}
+
+// mustRun runs a program and fails the test, showing the command and its output,
+// unless it exits 0.
+func mustRun(t testing.TB, timeout time.Duration, name string, args ...string) string {
+	t.Helper()
+	out, err := runCmd(t, timeout, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// vafs runs the binary under test (not mount in the foreground).
+func vafs(t testing.TB, timeout time.Duration, args ...string) (string, error) {
+	t.Helper()
+	return runCmd(t, timeout, vafsBin, args...)
+}
+
+// fsckAvailable reports whether `vafs fsck` exists yet.
+func fsckAvailable(t testing.TB) bool {
+	t.Helper()
+	_, err := vafs(t, 30*time.Second, "fsck", "--help")
+	return err == nil
+}
+
+// checkFsck runs `vafs fsck --data dir` on a stopped data dir when the subcommand
+// exists, and asserts exit 0 and "clean".
+func checkFsck(t testing.TB, data string) {
+	t.Helper()
+	if !fsckAvailable(t) {
+		t.Logf("vafs fsck not available yet; not checking %s", data)
+		return
+	}
+	out, err := vafs(t, 2*time.Minute, "fsck", "--data", data)
+	if err != nil || !strings.Contains(out, "clean") {
+		t.Errorf("vafs fsck --data %s: err=%v, want exit 0 and \"clean\"; output:\n%s", data, err, out)
+	}
+}
