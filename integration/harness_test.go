@@ -315,7 +315,11 @@ func tryStartMount(t testing.TB, data, mnt string, extra ...string) (*Mount, err
 			m.stop(syscall.SIGTERM, true)
 		}
 		if t.Failed() {
-			t.Logf("output of vafs %s:\n%s", strings.Join(args, " "), m.log.String())
+			out := m.log.String()
+			if len(out) > 16*1024 {
+				out = "...\n" + out[len(out)-16*1024:]
+			}
+			t.Logf("output of vafs %s:\n%s", strings.Join(args, " "), out)
 		}
 	})
 
