@@ -485,11 +485,12 @@ func vafs(t testing.TB, timeout time.Duration, args ...string) (string, error) {
 	return runCmd(t, timeout, vafsBin, args...)
 }
 
-// fsckAvailable reports whether `vafs fsck` exists yet.
+// fsckAvailable reports whether `vafs fsck` exists yet: its help exits 0 and
+// documents --data (a CLI without the subcommand may print the top-level help).
 func fsckAvailable(t testing.TB) bool {
 	t.Helper()
-	_, err := vafs(t, 30*time.Second, "fsck", "--help")
-	return err == nil
+	out, err := vafs(t, 30*time.Second, "fsck", "--help")
+	return err == nil && strings.Contains(out, "--data")
 }
 
 // checkFsck runs `vafs fsck --data dir` on a stopped data dir when the subcommand
