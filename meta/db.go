@@ -1,0 +1,230 @@
+package meta
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/vfs"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+const superVersion = 1
+
+// RootIno is the inode number of the root directory.
+const RootIno = 1
+
+// Superblock holds the id counters. Each counter is the next value to hand
+// out; a value handed out but never committed is simply skipped after a
+// crash, never reused.
+type Superblock struct {
+	HostID   uint32 `msgpack:"host"`
+	NextIno  uint64 `msgpack:"ino"`
+	NextNode uint64 `msgpack:"node"`
+	NextGen  uint64 `msgpack:"gen"`
+	NextSeq  uint64 `msgpack:"seq"` // segment sequence numbers (blocks.Log)
+	Created  int64  `msgpack:"created"`
+}
+
+// DB is the Pebble database of one data dir.
+type DB struct {
+	p  *pebble.DB
+	mu sync.Mutex // guards sb
+	sb Superblock
+}
+
+// Open opens (creating if needed) the metadata database in dir. fs may be
+// nil for the real file system (tests pass vfs.NewMem()).
+func Open(dir string, fs vfs.FS) (*DB, error) {
+	opts := &pebble.Options{
+		FS:           fs,
+		MemTableSize: 32 << 20,
+		Logger:       quietLogger{},
+	}
+	if fs == nil {
+		opts.FS = vfs.Default
+	}
+	p, err := pebble.Open(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("meta: open pebble in %s: %w", dir, err)
+	}
+	d := &DB{p: p}
+	v, closer, err := p.Get([]byte{pfxSuper})
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		if err := d.initialize(); err != nil {
+			p.Close()
+			return nil, err
+		}
+	case err != nil:
+		p.Close()
+		return nil, fmt.Errorf("meta: read superblock: %w", err)
+	default:
+		err := decodeVersioned(v, superVersion, &d.sb)
+		closer.Close()
+		if err != nil {
+			p.Close()
+			return nil, fmt.Errorf("meta: superblock: %w", err)
+		}
+	}
+	return d, nil
+}
+
+func (d *DB) initialize() error {
+	var r [4]byte
+	rand.Read(r[:])
+	host := binary.LittleEndian.Uint32(r[:]) & 0xffffff
+	if host == 0 {
+		host = 1
+	}
+	now := time.Now().UnixNano()
+	d.sb = Superblock{HostID: host, NextIno: RootIno + 1, NextNode: 1, NextGen: 1, NextSeq: 1, Created: now}
+	b := d.NewBatch()
+	b.PutInode(RootIno, &Inode{Mode: 0o40755, Nlink: 2, Atime: now, Mtime: now, Ctime: now})
+	b.PutSuper()
+	return b.Commit(true)
+}
+
+// Close closes the database.
+func (d *DB) Close() error { return d.p.Close() }
+
+// Super returns a copy of the superblock as it is in memory.
+func (d *DB) Super() Superblock {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sb
+}
+
+// SetNextSeq raises the persisted segment sequence counter (written by the
+// next batch that calls PutSuper).
+func (d *DB) SetNextSeq(seq uint64) {
+	d.mu.Lock()
+	d.sb.NextSeq = max(d.sb.NextSeq, seq)
+	d.mu.Unlock()
+}
+
+func (d *DB) alloc(field *uint64) uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v := *field
+	*field++
+	return v
+}
+
+func (d *DB) allocNode() uint64 { return d.alloc(&d.sb.NextNode) }
+func (d *DB) allocGen() uint64  { return d.alloc(&d.sb.NextGen) }
+
+// Flush makes every batch applied so far durable.
+func (d *DB) Flush() error { return d.p.LogData(nil, pebble.Sync) }
+
+// Batch is an atomic set of changes.
+type Batch struct {
+	db *DB
+	b  *pebble.Batch
+}
+
+// NewBatch starts a batch.
+func (d *DB) NewBatch() *Batch { return &Batch{db: d, b: d.p.NewBatch()} }
+
+// Commit applies the batch; sync makes it durable before returning.
+func (b *Batch) Commit(sync bool) error {
+	opt := pebble.NoSync
+	if sync {
+		opt = pebble.Sync
+	}
+	defer b.b.Close()
+	if err := b.b.Commit(opt); err != nil {
+		return fmt.Errorf("meta: commit: %w", err)
+	}
+	return nil
+}
+
+// Close discards an uncommitted batch.
+func (b *Batch) Close() { b.b.Close() }
+
+// Len is the encoded size of the batch.
+func (b *Batch) Len() int { return b.b.Len() }
+
+// AllocIno hands out an inode number and records the counter in b.
+func (b *Batch) AllocIno() uint64 {
+	ino := b.db.alloc(&b.db.sb.NextIno)
+	b.PutSuper()
+	return ino
+}
+
+// PutSuper writes the superblock as it is in memory.
+func (b *Batch) PutSuper() {
+	sb := b.db.Super()
+	b.b.Set([]byte{pfxSuper}, encodeVersioned(superVersion, &sb), nil)
+}
+
+func encodeVersioned(version byte, v any) []byte {
+	b, err := msgpack.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("meta: encode %T: %v", v, err)) // only our own plain structs are encoded
+	}
+	return append([]byte{version}, b...)
+}
+
+func decodeVersioned(b []byte, version byte, v any) error {
+	if len(b) < 1 {
+		return fmt.Errorf("%w: empty record", ErrCorrupt)
+	}
+	if b[0] != version {
+		return fmt.Errorf("%w: version %d, want %d", ErrCorrupt, b[0], version)
+	}
+	if err := msgpack.Unmarshal(b[1:], v); err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return nil
+}
+
+// get returns a copy of the value at k, or ErrNotFound.
+func (d *DB) get(k []byte) ([]byte, error) {
+	v, closer, err := d.p.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("meta: get: %w", err)
+	}
+	out := append([]byte(nil), v...)
+	closer.Close()
+	return out, nil
+}
+
+// scan calls fn for every key with prefix p, in order, until fn returns false.
+func (d *DB) scan(p []byte, fn func(k, v []byte) bool) error {
+	it, err := d.p.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return fmt.Errorf("meta: iterate: %w", err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		if !fn(it.Key(), it.Value()) {
+			break
+		}
+	}
+	if err := it.Error(); err != nil {
+		it.Close()
+		return fmt.Errorf("meta: iterate: %w", err)
+	}
+	return it.Close()
+}
+
+// Usage is the on-disk size of the metadata.
+func (d *DB) Usage() uint64 { return d.p.Metrics().DiskSpaceUsage() }
+
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any) {}
+func (quietLogger) Errorf(format string, args ...any) {
+	log.Printf("pebble: "+format, args...)
+}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf("vafs: pebble fatal: "+format, args...))
+}
