@@ -228,3 +228,6 @@ func (quietLogger) Errorf(format string, args ...any) {
 func (quietLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf("vafs: pebble fatal: "+format, args...))
 }
+
+// OpenMem opens a database kept in memory (tests).
+func OpenMem() (*DB, error) { return Open("meta", vfs.NewMem()) }

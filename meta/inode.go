@@ -24,6 +24,7 @@ type Inode struct {
 	Mtime  int64  `msgpack:"t"`
 	Ctime  int64  `msgpack:"c"`
 	Target string `msgpack:"l,omitempty"` // symlink target
+	Parent uint64 `msgpack:"p,omitempty"` // directories: the parent, for rename loop checks
 }
 
 // Dirent is a directory entry: the child's inode and its file type (the

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vafs/vafs/cachessd"
+	"github.com/vafs/vafs/fs"
+	"github.com/vafs/vafs/fs/fuse"
+)
+
+const readyEnv = "VAFS_READY_FD"
+
+func mountCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "mount",
+		Usage:     "mount a data dir (foreground; --background to detach)",
+		ArgsUsage: "MOUNTPOINT",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "data", Value: defaultDataDir(), Usage: "data dir (metadata and blocks)"},
+			&cli.BoolFlag{Name: "background", Usage: "detach once the mount answers; logs go to DATA/vafs.log"},
+			&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request"},
+			&cli.BoolFlag{Name: "writeback-cache", Usage: "let the kernel cache writes (CAP_WRITEBACK_CACHE)"},
+		},
+		Action: runMount,
+	}
+}
+
+func runMount(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return fmt.Errorf("mount takes one MOUNTPOINT (got %d arguments); see vafs mount --help", c.NArg())
+	}
+	mnt, err := filepath.Abs(c.Args().First())
+	if err != nil {
+		return err
+	}
+	data, err := filepath.Abs(c.String("data"))
+	if err != nil {
+		return err
+	}
+	if err := checkMountpoint(mnt); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return fmt.Errorf("data dir %s cannot be created: %w", data, err)
+	}
+	if c.Bool("background") {
+		return background(data, mnt)
+	}
+	ready := readyPipe()
+	fail := func(err error) error {
+		if ready != nil {
+			fmt.Fprintf(ready, "%v\n", err)
+			ready.Close()
+		}
+		return err
+	}
+	lg := log.New(os.Stderr, "vafs: ", log.LstdFlags)
+	store, err := cachessd.OpenDir(filepath.Join(data, "segments"))
+	if err != nil {
+		return fail(fmt.Errorf("data dir %s cannot be written: %w", data, err))
+	}
+	f, err := fs.Open(fs.Options{DataDir: data, Store: store, Logger: lg})
+	if err != nil {
+		return fail(err)
+	}
+	srv, err := fuse.Mount(f, mnt, fuse.Options{FsName: data, Debug: c.Bool("debug"), WritebackCache: c.Bool("writeback-cache"),
+		AllowOther: os.Geteuid() == 0, Logger: lg})
+	if err != nil {
+		f.Close()
+		return fail(err)
+	}
+	fmt.Printf("vafs: mounted %s on %s (pid %d)\n", data, mnt, os.Getpid())
+	if ready != nil {
+		fmt.Fprintln(ready, "ok")
+		ready.Close()
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		for s := range sigs {
+			lg.Printf("%v: unmounting %s", s, mnt)
+			unmountOnSignal(srv.Unmount, mnt, lg)
+		}
+	}()
+	srv.Wait()
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("flush on unmount: %w", err)
+	}
+	lg.Printf("unmounted %s; everything is flushed", mnt)
+	return nil
+}
+
+// unmountOnSignal unmounts; while the mount is busy it retries for a while
+// and then detaches it (the kernel finishes the unmount once the last user
+// goes, and Serve returns then).
+func unmountOnSignal(unmount func() error, mnt string, lg *log.Logger) {
+	for i := 0; i < 10; i++ {
+		err := unmount()
+		if err == nil {
+			return
+		}
+		lg.Printf("unmount %s: %v; retrying", mnt, err)
+		time.Sleep(time.Second)
+	}
+	lg.Printf("%s still busy: detaching it", mnt)
+	if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+		lg.Printf("detach %s: %v", mnt, err)
+	}
+}
+
+// checkMountpoint wants an existing directory; a dead FUSE mount left by a
+// killed vafs ("transport endpoint is not connected") is detached first.
+func checkMountpoint(mnt string) error {
+	_, err := os.Stat(mnt)
+	if errors.Is(err, syscall.ENOTCONN) {
+		if uerr := syscall.Unmount(mnt, syscall.MNT_DETACH); uerr != nil {
+			return fmt.Errorf("mountpoint %s is a dead mount and cannot be detached: %w", mnt, uerr)
+		}
+		fmt.Fprintf(os.Stderr, "vafs: detached a dead mount at %s\n", mnt)
+		_, err = os.Stat(mnt)
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("mountpoint %s does not exist", mnt)
+	}
+	if err != nil {
+		return fmt.Errorf("mountpoint %s: %w", mnt, err)
+	}
+	st, _ := os.Stat(mnt)
+	if !st.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", mnt)
+	}
+	return nil
+}
+
+func readyPipe() *os.File {
+	v := os.Getenv(readyEnv)
+	if v == "" {
+		return nil
+	}
+	os.Unsetenv(readyEnv)
+	fd, err := strconv.Atoi(v)
+	if err != nil {
+		return nil
+	}
+	return os.NewFile(uintptr(fd), "ready")
+}
+
+// background starts `vafs mount` again in the foreground, detached, with
+// its log in DATA/vafs.log, and returns once it reports the mount ready.
+func background(data, mnt string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var args []string
+	for _, a := range os.Args[1:] {
+		if a != "--background" && a != "-background" && a != "--background=true" {
+			args = append(args, a)
+		}
+	}
+	logPath := filepath.Join(data, "vafs.log")
+	lf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("data dir %s cannot be written: %w", data, err)
+	}
+	defer lf.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.ExtraFiles = []*os.File{pw}
+	cmd.Env = append(os.Environ(), readyEnv+"=3")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	pw.Close()
+	msg, _ := io.ReadAll(bufio.NewReader(pr))
+	pr.Close()
+	s := strings.TrimSpace(string(msg))
+	if s == "ok" {
+		cmd.Process.Release()
+		fmt.Printf("vafs: mounted %s on %s (pid %d, log %s)\n", data, mnt, cmd.Process.Pid, logPath)
+		return nil
+	}
+	cmd.Wait()
+	if s == "" {
+		s = "the mount process exited before the mount answered; see " + logPath
+	}
+	return errors.New(s)
+}

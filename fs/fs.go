@@ -1,0 +1,308 @@
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vafs/vafs/blocks"
+	"github.com/vafs/vafs/meta"
+)
+
+// BlockSize is the volume block size.
+const BlockSize = blocks.BlockSize
+
+// Options configures Open.
+type Options struct {
+	DataDir   string       // locked, holds meta/ (Pebble)
+	Store     blocks.Store // where segments live (cachessd on a single host)
+	MemMeta   bool         // keep Pebble in memory (tests)
+	Logger    *log.Logger
+	// CommitInterval is how often dirty state is committed in the
+	// background (default 5 s); fsync commits at once.
+	CommitInterval time.Duration
+	SegmentBlocks  uint32 // records per segment (tests make it small)
+}
+
+// FS is one mounted data dir.
+type FS struct {
+	opts  Options
+	lock  *os.File
+	db    *meta.DB
+	trees *meta.Trees
+	log   *blocks.Log
+	lg    *log.Logger
+
+	state    sync.RWMutex
+	commitMu sync.Mutex
+	gcMu     sync.RWMutex
+	nsMu     sync.Mutex
+
+	vmu  sync.Mutex
+	vols map[uint64]*volume
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+type volume struct {
+	wmu   sync.Mutex
+	opens int
+}
+
+// Open locks the data dir, opens the metadata and the block log, reclaims
+// what a crash left behind, and starts the background committer.
+func Open(opts Options) (*FS, error) {
+	if opts.Store == nil {
+		return nil, fmt.Errorf("fs: no block store")
+	}
+	if opts.Logger == nil {
+		opts.Logger = log.New(os.Stderr, "vafs: ", log.LstdFlags)
+	}
+	if opts.CommitInterval == 0 {
+		opts.CommitInterval = 5 * time.Second
+	}
+	lock, err := LockDataDir(opts.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	f := &FS{opts: opts, lock: lock, lg: opts.Logger, vols: map[uint64]*volume{},
+		stop: make(chan struct{}), done: make(chan struct{})}
+	if err := f.open(); err != nil {
+		if f.db != nil {
+			f.db.Close()
+		}
+		lock.Close()
+		return nil, err
+	}
+	go f.committer()
+	return f, nil
+}
+
+func (f *FS) open() error {
+	var err error
+	if f.opts.MemMeta {
+		f.db, err = meta.OpenMem()
+	} else {
+		f.db, err = meta.Open(filepath.Join(f.opts.DataDir, "meta"), nil)
+	}
+	if err != nil {
+		return err
+	}
+	if f.trees, err = meta.OpenTrees(f.db); err != nil {
+		return err
+	}
+	sb := f.db.Super()
+	f.log, err = blocks.OpenLog(f.opts.Store, blocks.LogConfig{Host: sb.HostID, NextSeq: sb.NextSeq, SegmentBlocks: f.opts.SegmentBlocks})
+	if err != nil {
+		return err
+	}
+	return f.recover()
+}
+
+// recover reclaims volumes unlinked while open and volumes whose inode a
+// crash removed before their tree was dropped, then segments no committed
+// tree references (appended after the last commit, or dead ones whose
+// removal a crash interrupted).
+func (f *FS) recover() error {
+	orphans, err := f.db.Orphans()
+	if err != nil {
+		return err
+	}
+	b := f.db.NewBatch()
+	for _, ino := range orphans {
+		if err := f.trees.DeleteVolume(ino); err != nil {
+			b.Close()
+			return err
+		}
+		b.DelInode(ino)
+		b.DelOrphan(ino)
+	}
+	if err := b.Commit(false); err != nil {
+		return err
+	}
+	heads, err := f.trees.Heads()
+	if err != nil {
+		return err
+	}
+	for _, ino := range heads {
+		if _, err := f.db.GetInode(ino); errors.Is(err, meta.ErrNotFound) {
+			if err := f.trees.DeleteVolume(ino); err != nil {
+				return err
+			}
+		} else if err != nil {
+			return err
+		}
+	}
+	if err := f.Commit(); err != nil {
+		return err
+	}
+	ids, err := f.opts.Store.List()
+	if err != nil {
+		return err
+	}
+	refs := f.trees.SegRefs()
+	for _, id := range ids {
+		if refs[uint64(id)] == 0 {
+			if err := f.log.Remove(id); err != nil {
+				return err
+			}
+		}
+	}
+	if len(orphans) > 0 {
+		f.lg.Printf("reclaimed %d files unlinked while open", len(orphans))
+	}
+	return nil
+}
+
+// LockDataDir creates dir if needed and takes its lock file; a second
+// holder gets ErrLocked naming the first one's pid.
+func LockDataDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("fs: data dir %s cannot be created: %w", dir, err)
+	}
+	lf, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("fs: data dir %s is not writable: %w", dir, err)
+	}
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		pid := make([]byte, 32)
+		n, _ := lf.ReadAt(pid, 0)
+		lf.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s is in use by another vafs (pid %s)", ErrLocked, dir, strings.TrimSpace(string(pid[:n])))
+		}
+		return nil, fmt.Errorf("fs: lock %s: %w", dir, err)
+	}
+	lf.Truncate(0)
+	if _, err := lf.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("fs: data dir %s is not writable: %w", dir, err)
+	}
+	return lf, nil
+}
+
+// LockHolder returns the pid written in a data dir's lock file (0 if none).
+func LockHolder(dir string) int {
+	b, err := os.ReadFile(filepath.Join(dir, "LOCK"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+func (f *FS) committer() {
+	defer close(f.done)
+	t := time.NewTicker(f.opts.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-t.C:
+			if f.trees.Dirty() > 0 {
+				if err := f.Commit(); err != nil {
+					f.lg.Printf("background commit: %v", err)
+				}
+			}
+		}
+	}
+}
+
+// Commit makes everything written so far durable: the appended blocks
+// first, then one synced Pebble batch with the trees, refcounts and heads
+// that reach them. Afterwards segments no tree references are removed.
+func (f *FS) Commit() error {
+	f.commitMu.Lock()
+	defer f.commitMu.Unlock()
+	f.state.Lock()
+	b := f.db.NewBatch()
+	f.db.SetNextSeq(f.log.NextSeq())
+	fl := f.trees.Flush(b)
+	f.state.Unlock()
+	if err := f.log.Sync(); err != nil {
+		b.Close()
+		f.trees.Unflush(fl)
+		return f.ioErr("commit: sync blocks", err)
+	}
+	if err := b.Commit(true); err != nil {
+		f.trees.Unflush(fl)
+		return f.ioErr("commit: metadata", err)
+	}
+	if len(fl.Dead) > 0 {
+		// Re-check under the state lock: a dead segment may have been
+		// referenced again (it was still open) since the flush.
+		f.state.Lock()
+		f.gcMu.Lock()
+		refs := f.trees.SegRefs()
+		for _, seg := range fl.Dead {
+			if refs[seg] == 0 {
+				if err := f.log.Remove(blocks.SegmentID(seg)); err != nil {
+					f.lg.Printf("remove dead segment %016x: %v", seg, err)
+				}
+			}
+		}
+		f.gcMu.Unlock()
+		f.state.Unlock()
+	}
+	f.trees.Trim()
+	return nil
+}
+
+func (f *FS) ioErr(what string, err error) error {
+	if errors.Is(err, blocks.ErrNoSpace) || errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: %s: %v", ErrNoSpace, what, err)
+	}
+	return fmt.Errorf("fs: %s: %w", what, err)
+}
+
+// Close commits and closes everything. The FS cannot be used afterwards.
+func (f *FS) Close() error {
+	close(f.stop)
+	<-f.done
+	err := f.Commit()
+	if e := f.log.Close(); err == nil {
+		err = e
+	}
+	if e := f.db.Close(); err == nil {
+		err = e
+	}
+	f.lock.Close()
+	return err
+}
+
+// StatFS reports the capacity of the medium the blocks live on.
+type StatFS struct {
+	Blocks, Bfree, Bavail uint64 // in BlockSize units
+	Files, Ffree          uint64
+	NameLen               uint32
+}
+
+// StatFS reports capacity and free space (less the metadata reserve).
+func (f *FS) StatFS() (StatFS, error) {
+	total, avail, err := f.log.Space()
+	if err != nil {
+		return StatFS{}, fmt.Errorf("fs: statfs: %w", err)
+	}
+	return StatFS{Blocks: total / BlockSize, Bfree: avail / BlockSize, Bavail: avail / BlockSize,
+		Files: 1 << 40, Ffree: 1<<40 - f.db.Super().NextIno, NameLen: MaxName}, nil
+}
+
+func (f *FS) vol(ino uint64) *volume {
+	f.vmu.Lock()
+	defer f.vmu.Unlock()
+	v := f.vols[ino]
+	if v == nil {
+		v = &volume{}
+		f.vols[ino] = v
+	}
+	return v
+}

@@ -1,0 +1,396 @@
+package fuse
+
+import (
+	"fmt"
+	"log"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+
+	vfs "github.com/vafs/vafs/fs"
+	"github.com/vafs/vafs/meta"
+)
+
+// Options tunes the mount.
+type Options struct {
+	FsName         string // shown as the source in /proc/mounts
+	Debug          bool
+	WritebackCache bool // kernel write-back caching (CAP_WRITEBACK_CACHE)
+	AllowOther     bool
+	Logger         *log.Logger
+}
+
+const ttl = time.Second
+
+type rawFS struct {
+	gofuse.RawFileSystem
+	fs *vfs.FS
+	lg *log.Logger
+
+	mu     sync.Mutex
+	nextFh uint64
+	dirs   map[uint64][]meta.DirEntry
+}
+
+// Mount mounts f at mnt and starts serving; the caller waits on the
+// returned server (Wait) and unmounts it (Unmount).
+func Mount(f *vfs.FS, mnt string, o Options) (*gofuse.Server, error) {
+	if o.Logger == nil {
+		o.Logger = log.Default()
+	}
+	r := &rawFS{RawFileSystem: gofuse.NewDefaultRawFileSystem(), fs: f, lg: o.Logger, dirs: map[uint64][]meta.DirEntry{}}
+	mo := &gofuse.MountOptions{
+		FsName:             o.FsName,
+		Name:               "vafs",
+		DirectMount:        true,
+		AllowOther:         o.AllowOther,
+		Options:            []string{"default_permissions"},
+		MaxWrite:           1 << 20,
+		MaxReadAhead:       1 << 20,
+		MaxBackground:      64,
+		DisableReadDirPlus: true,
+		Debug:              o.Debug,
+		Logger:             o.Logger,
+		PanicHandler: func(v any) gofuse.Status {
+			o.Logger.Printf("panic in FUSE handler: %v (EIO)", v)
+			return gofuse.EIO
+		},
+	}
+	if o.WritebackCache {
+		mo.ExtraCapabilities |= gofuse.CAP_WRITEBACK_CACHE
+	}
+	srv, err := gofuse.NewServer(r, mnt, mo)
+	if err != nil {
+		return nil, fmt.Errorf("fuse: mount %s: %w", mnt, err)
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		srv.Unmount()
+		return nil, fmt.Errorf("fuse: mount %s: %w", mnt, err)
+	}
+	return srv, nil
+}
+
+func (r *rawFS) String() string { return "vafs" }
+
+func fillAttr(a vfs.Attr, out *gofuse.Attr) {
+	out.Ino = a.Ino
+	out.Size = a.Size
+	out.Blocks = a.Blocks
+	out.Mode = a.Mode
+	out.Nlink = a.Nlink
+	out.Uid, out.Gid = a.Uid, a.Gid
+	out.Rdev = a.Rdev
+	out.Blksize = vfs.BlockSize
+	out.SetTimes(&a.Atime, &a.Mtime, &a.Ctime)
+}
+
+func fillEntry(a vfs.Attr, out *gofuse.EntryOut) {
+	out.NodeId = a.Ino
+	out.Generation = 1
+	out.SetEntryTimeout(ttl)
+	out.SetAttrTimeout(ttl)
+	fillAttr(a, &out.Attr)
+}
+
+func (r *rawFS) errno(op string, err error) gofuse.Status { return toErrno(r.lg, op, err) }
+
+func (r *rawFS) Lookup(_ <-chan struct{}, h *gofuse.InHeader, name string, out *gofuse.EntryOut) gofuse.Status {
+	a, err := r.fs.Lookup(h.NodeId, name)
+	if err != nil {
+		return r.errno("lookup", err)
+	}
+	fillEntry(a, out)
+	return gofuse.OK
+}
+
+func (r *rawFS) Forget(nodeid, nlookup uint64) {}
+
+func (r *rawFS) GetAttr(_ <-chan struct{}, in *gofuse.GetAttrIn, out *gofuse.AttrOut) gofuse.Status {
+	a, err := r.fs.GetAttr(in.NodeId)
+	if err != nil {
+		return r.errno("getattr", err)
+	}
+	out.SetTimeout(ttl)
+	fillAttr(a, &out.Attr)
+	return gofuse.OK
+}
+
+func (r *rawFS) SetAttr(_ <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.AttrOut) gofuse.Status {
+	var s vfs.SetAttrIn
+	if m, ok := in.GetMode(); ok {
+		s.Mode = &m
+	}
+	if u, ok := in.GetUID(); ok {
+		s.Uid = &u
+	}
+	if g, ok := in.GetGID(); ok {
+		s.Gid = &g
+	}
+	if sz, ok := in.GetSize(); ok {
+		s.Size = &sz
+	}
+	if t, ok := in.GetATime(); ok {
+		s.Atime = &t
+	}
+	if t, ok := in.GetMTime(); ok {
+		s.Mtime = &t
+	}
+	a, err := r.fs.SetAttr(in.NodeId, s)
+	if err != nil {
+		return r.errno("setattr", err)
+	}
+	out.SetTimeout(ttl)
+	fillAttr(a, &out.Attr)
+	return gofuse.OK
+}
+
+func (r *rawFS) Mknod(_ <-chan struct{}, in *gofuse.MknodIn, name string, out *gofuse.EntryOut) gofuse.Status {
+	a, err := r.fs.Create(in.NodeId, name, in.Mode, in.Rdev, in.Caller.Uid, in.Caller.Gid)
+	if err != nil {
+		return r.errno("mknod", err)
+	}
+	fillEntry(a, out)
+	return gofuse.OK
+}
+
+func (r *rawFS) Mkdir(_ <-chan struct{}, in *gofuse.MkdirIn, name string, out *gofuse.EntryOut) gofuse.Status {
+	a, err := r.fs.Mkdir(in.NodeId, name, in.Mode, in.Caller.Uid, in.Caller.Gid)
+	if err != nil {
+		return r.errno("mkdir", err)
+	}
+	fillEntry(a, out)
+	return gofuse.OK
+}
+
+func (r *rawFS) Unlink(_ <-chan struct{}, h *gofuse.InHeader, name string) gofuse.Status {
+	return r.errno("unlink", r.fs.Unlink(h.NodeId, name))
+}
+
+func (r *rawFS) Rmdir(_ <-chan struct{}, h *gofuse.InHeader, name string) gofuse.Status {
+	return r.errno("rmdir", r.fs.Rmdir(h.NodeId, name))
+}
+
+func (r *rawFS) Rename(_ <-chan struct{}, in *gofuse.RenameIn, oldName, newName string) gofuse.Status {
+	return r.errno("rename", r.fs.Rename(in.NodeId, oldName, in.Newdir, newName, in.Flags))
+}
+
+func (r *rawFS) Link(_ <-chan struct{}, in *gofuse.LinkIn, name string, out *gofuse.EntryOut) gofuse.Status {
+	a, err := r.fs.Link(in.Oldnodeid, in.NodeId, name)
+	if err != nil {
+		return r.errno("link", err)
+	}
+	fillEntry(a, out)
+	return gofuse.OK
+}
+
+func (r *rawFS) Symlink(_ <-chan struct{}, h *gofuse.InHeader, target, name string, out *gofuse.EntryOut) gofuse.Status {
+	a, err := r.fs.Symlink(h.NodeId, name, target, h.Caller.Uid, h.Caller.Gid)
+	if err != nil {
+		return r.errno("symlink", err)
+	}
+	fillEntry(a, out)
+	return gofuse.OK
+}
+
+func (r *rawFS) Readlink(_ <-chan struct{}, h *gofuse.InHeader) ([]byte, gofuse.Status) {
+	t, err := r.fs.Readlink(h.NodeId)
+	if err != nil {
+		return nil, r.errno("readlink", err)
+	}
+	return []byte(t), gofuse.OK
+}
+
+func (r *rawFS) Access(_ <-chan struct{}, in *gofuse.AccessIn) gofuse.Status {
+	_, err := r.fs.GetAttr(in.NodeId)
+	return r.errno("access", err)
+}
+
+func (r *rawFS) GetXAttr(_ <-chan struct{}, h *gofuse.InHeader, attr string, dest []byte) (uint32, gofuse.Status) {
+	v, err := r.fs.GetXattr(h.NodeId, attr)
+	if err != nil {
+		return 0, r.errno("getxattr", err)
+	}
+	if len(dest) == 0 {
+		return uint32(len(v)), gofuse.OK
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), gofuse.ERANGE
+	}
+	return uint32(copy(dest, v)), gofuse.OK
+}
+
+func (r *rawFS) ListXAttr(_ <-chan struct{}, h *gofuse.InHeader, dest []byte) (uint32, gofuse.Status) {
+	names, err := r.fs.ListXattr(h.NodeId)
+	if err != nil {
+		return 0, r.errno("listxattr", err)
+	}
+	var b strings.Builder
+	for _, n := range names {
+		b.WriteString(n)
+		b.WriteByte(0)
+	}
+	if len(dest) == 0 {
+		return uint32(b.Len()), gofuse.OK
+	}
+	if len(dest) < b.Len() {
+		return uint32(b.Len()), gofuse.ERANGE
+	}
+	return uint32(copy(dest, b.String())), gofuse.OK
+}
+
+func (r *rawFS) SetXAttr(_ <-chan struct{}, in *gofuse.SetXAttrIn, attr string, data []byte) gofuse.Status {
+	return r.errno("setxattr", r.fs.SetXattr(in.NodeId, attr, data, in.Flags))
+}
+
+func (r *rawFS) RemoveXAttr(_ <-chan struct{}, h *gofuse.InHeader, attr string) gofuse.Status {
+	return r.errno("removexattr", r.fs.RemoveXattr(h.NodeId, attr))
+}
+
+func (r *rawFS) Create(_ <-chan struct{}, in *gofuse.CreateIn, name string, out *gofuse.CreateOut) gofuse.Status {
+	a, err := r.fs.Create(in.NodeId, name, in.Mode, 0, in.Caller.Uid, in.Caller.Gid)
+	if err != nil {
+		return r.errno("create", err)
+	}
+	if _, err := r.fs.Open(a.Ino); err != nil {
+		return r.errno("create", err)
+	}
+	fillEntry(a, &out.EntryOut)
+	out.OpenOut.Fh = a.Ino
+	return gofuse.OK
+}
+
+func (r *rawFS) Open(_ <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
+	a, err := r.fs.Open(in.NodeId)
+	if err != nil {
+		return r.errno("open", err)
+	}
+	if a.IsDir() {
+		r.fs.Release(in.NodeId)
+		return gofuse.EISDIR
+	}
+	out.Fh = in.NodeId
+	// Only this mount changes the files, so the page cache stays valid
+	// across opens.
+	out.OpenFlags |= gofuse.FOPEN_KEEP_CACHE | gofuse.FOPEN_PARALLEL_DIRECT_WRITES
+	return gofuse.OK
+}
+
+func (r *rawFS) Read(_ <-chan struct{}, in *gofuse.ReadIn, buf []byte) (gofuse.ReadResult, gofuse.Status) {
+	n, err := r.fs.ReadAt(in.NodeId, buf[:in.Size], int64(in.Offset))
+	if err != nil {
+		return nil, r.errno("read", err)
+	}
+	return gofuse.ReadResultData(buf[:n]), gofuse.OK
+}
+
+func (r *rawFS) Write(_ <-chan struct{}, in *gofuse.WriteIn, data []byte) (uint32, gofuse.Status) {
+	n, err := r.fs.WriteAt(in.NodeId, data, int64(in.Offset))
+	if err != nil {
+		return 0, r.errno("write", err)
+	}
+	return uint32(n), gofuse.OK
+}
+
+func (r *rawFS) Lseek(_ <-chan struct{}, in *gofuse.LseekIn, out *gofuse.LseekOut) gofuse.Status {
+	if in.Whence != vfs.SeekData && in.Whence != vfs.SeekHole {
+		return gofuse.ENOSYS // the kernel handles SEEK_SET/CUR/END itself
+	}
+	off, err := r.fs.Lseek(in.NodeId, in.Offset, int(in.Whence))
+	if err != nil {
+		return r.errno("lseek", err)
+	}
+	out.Offset = off
+	return gofuse.OK
+}
+
+func (r *rawFS) Release(_ <-chan struct{}, in *gofuse.ReleaseIn) {
+	if err := r.fs.Release(in.NodeId); err != nil {
+		r.lg.Printf("release %d: %v", in.NodeId, err)
+	}
+}
+
+func (r *rawFS) Flush(_ <-chan struct{}, in *gofuse.FlushIn) gofuse.Status { return gofuse.OK }
+
+func (r *rawFS) Fsync(_ <-chan struct{}, in *gofuse.FsyncIn) gofuse.Status {
+	return r.errno("fsync", r.fs.Fsync(in.NodeId))
+}
+
+func (r *rawFS) FsyncDir(_ <-chan struct{}, in *gofuse.FsyncIn) gofuse.Status {
+	return r.errno("fsyncdir", r.fs.Fsync(in.NodeId))
+}
+
+func (r *rawFS) Fallocate(_ <-chan struct{}, in *gofuse.FallocateIn) gofuse.Status {
+	return r.errno("fallocate", r.fs.Fallocate(in.NodeId, in.Mode, in.Offset, in.Length))
+}
+
+func (r *rawFS) CopyFileRange(_ <-chan struct{}, in *gofuse.CopyFileRangeIn) (uint32, gofuse.Status) {
+	n, err := r.fs.CopyRange(in.NodeId, in.OffIn, in.NodeIdOut, in.OffOut, min(in.Len, 1<<30))
+	if err != nil && n == 0 {
+		return 0, r.errno("copy_file_range", err)
+	}
+	return uint32(n), gofuse.OK
+}
+
+func (r *rawFS) OpenDir(_ <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
+	ents, err := r.fs.ReadDir(in.NodeId)
+	if err != nil {
+		return r.errno("opendir", err)
+	}
+	r.mu.Lock()
+	r.nextFh++
+	fh := r.nextFh
+	r.dirs[fh] = ents
+	r.mu.Unlock()
+	out.Fh = fh
+	return gofuse.OK
+}
+
+// ReadDir serves the listing taken at opendir, so a directory changed
+// while it is being read is listed consistently (offsets stay valid).
+func (r *rawFS) ReadDir(_ <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirEntryList) gofuse.Status {
+	r.mu.Lock()
+	ents, ok := r.dirs[in.Fh]
+	r.mu.Unlock()
+	if !ok {
+		return gofuse.EBADF
+	}
+	for i := in.Offset; i < uint64(len(ents))+2; i++ {
+		var e gofuse.DirEntry
+		switch i {
+		case 0:
+			e = gofuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: in.NodeId}
+		case 1:
+			e = gofuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR}
+		default:
+			d := ents[i-2]
+			e = gofuse.DirEntry{Name: d.Name, Mode: d.Type, Ino: d.Ino}
+		}
+		e.Off = i + 1
+		if !out.AddDirEntry(e) {
+			break
+		}
+	}
+	return gofuse.OK
+}
+
+func (r *rawFS) ReleaseDir(in *gofuse.ReleaseIn) {
+	r.mu.Lock()
+	delete(r.dirs, in.Fh)
+	r.mu.Unlock()
+}
+
+func (r *rawFS) StatFs(_ <-chan struct{}, h *gofuse.InHeader, out *gofuse.StatfsOut) gofuse.Status {
+	s, err := r.fs.StatFS()
+	if err != nil {
+		return r.errno("statfs", err)
+	}
+	out.Blocks, out.Bfree, out.Bavail = s.Blocks, s.Bfree, s.Bavail
+	out.Files, out.Ffree = s.Files, s.Ffree
+	out.Bsize, out.Frsize = vfs.BlockSize, vfs.BlockSize
+	out.NameLen = s.NameLen
+	return gofuse.OK
+}

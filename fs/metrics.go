@@ -1,0 +1,9 @@
+package fs
+
+import "sync/atomic"
+
+// corruptReads counts reads that failed a checksum since start.
+var corruptReads atomic.Uint64
+
+// CorruptReads is the number of reads that failed a checksum.
+func CorruptReads() uint64 { return corruptReads.Load() }

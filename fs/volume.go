@@ -1,0 +1,445 @@
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/vafs/vafs/blocks"
+	"github.com/vafs/vafs/meta"
+)
+
+// MaxSize is the largest volume: 2^40 blocks of 4 KiB (4 PiB).
+const MaxSize = meta.MaxBlocks * BlockSize
+
+var blockPool = sync.Pool{New: func() any { b := make([]byte, 0, 256*BlockSize); return &b }}
+
+func getBlocks(n int) *[]byte {
+	p := blockPool.Get().(*[]byte)
+	if cap(*p) < n*BlockSize {
+		b := make([]byte, n*BlockSize)
+		p = &b
+	}
+	*p = (*p)[:n*BlockSize]
+	return p
+}
+
+func putBlocks(p *[]byte) {
+	if cap(*p) <= 512*BlockSize {
+		blockPool.Put(p)
+	}
+}
+
+func (f *FS) regular(ino uint64) error {
+	in, err := f.inode(ino)
+	if err != nil {
+		return err
+	}
+	if isDir(in.Mode) {
+		return ErrIsDir
+	}
+	if !isReg(in.Mode) {
+		return ErrInvalid
+	}
+	return nil
+}
+
+func (f *FS) readErr(ino uint64, err error) error {
+	var ce *blocks.CorruptError
+	if errors.As(err, &ce) {
+		f.lg.Printf("CORRUPT: volume %d: %v", ino, err)
+		corruptReads.Add(1)
+	}
+	return fmt.Errorf("fs: read volume %d: %w", ino, err)
+}
+
+// readBlocks fills dst (whole blocks from block first on) from a volume's
+// tree: holes read as zeros, data is verified.
+func (f *FS) readBlocks(ino, first uint64, dst []byte) error {
+	n := uint64(len(dst) / BlockSize)
+	f.gcMu.RLock()
+	defer f.gcMu.RUnlock()
+	ms, err := f.trees.Lookup(ino, first, n)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return f.readMappings(ino, first, ms, dst)
+}
+
+func (f *FS) readMappings(ino, first uint64, ms []meta.Mapping, dst []byte) error {
+	for _, m := range ms {
+		out := dst[(m.Block-first)*BlockSize : (m.Block-first+m.N)*BlockSize]
+		if m.Seg == 0 {
+			clear(out)
+			continue
+		}
+		if err := f.log.Read(blocks.Extent{Seg: blocks.SegmentID(m.Seg), Index: m.Idx, N: uint32(m.N)}, out); err != nil {
+			return f.readErr(ino, err)
+		}
+	}
+	return nil
+}
+
+// ReadAt reads from a volume; past the end it returns fewer bytes.
+func (f *FS) ReadAt(ino uint64, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, ErrInvalid
+	}
+	h, err := f.trees.Head(ino)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if uint64(off) >= h.Size {
+		return 0, nil
+	}
+	if rem := h.Size - uint64(off); uint64(len(p)) > rem {
+		p = p[:rem]
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	first := uint64(off) / BlockSize
+	end := uint64(off) + uint64(len(p))
+	last := (end - 1) / BlockSize
+	if uint64(off)%BlockSize == 0 && end%BlockSize == 0 {
+		return len(p), f.readBlocks(ino, first, p)
+	}
+	bp := getBlocks(int(last - first + 1))
+	defer putBlocks(bp)
+	if err := f.readBlocks(ino, first, *bp); err != nil {
+		return 0, err
+	}
+	return copy(p, (*bp)[uint64(off)%BlockSize:]), nil
+}
+
+// WriteAt writes to a volume, extending it as needed. Partial blocks are
+// read, merged and written whole; every write goes to a new place.
+func (f *FS) WriteAt(ino uint64, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, ErrInvalid
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	end := uint64(off) + uint64(len(p))
+	if end > MaxSize {
+		return 0, ErrTooBig
+	}
+	v := f.vol(ino)
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
+	f.state.RLock()
+	defer f.state.RUnlock()
+	h, err := f.trees.Head(ino)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	first := uint64(off) / BlockSize
+	last := (end - 1) / BlockSize
+	data := p
+	if uint64(off)%BlockSize != 0 || end%BlockSize != 0 {
+		bp := getBlocks(int(last - first + 1))
+		defer putBlocks(bp)
+		data = *bp
+		if uint64(off)%BlockSize != 0 {
+			if err := f.readBlocks(ino, first, data[:BlockSize]); err != nil {
+				return 0, err
+			}
+		}
+		if end%BlockSize != 0 && (last != first || uint64(off)%BlockSize == 0) {
+			if err := f.readBlocks(ino, last, data[len(data)-BlockSize:]); err != nil {
+				return 0, err
+			}
+		}
+		copy(data[uint64(off)%BlockSize:], p)
+	}
+	if err := f.putBlocks(ino, first, data); err != nil {
+		return 0, err
+	}
+	t := now()
+	if err := f.trees.SetAttrs(ino, max(h.Size, end), t, t); err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return len(p), nil
+}
+
+// putBlocks appends whole blocks and maps them. Caller holds v.wmu and state.
+func (f *FS) putBlocks(ino, first uint64, data []byte) error {
+	exts, err := f.log.Append(ino, first, data)
+	if err != nil {
+		return f.ioErr("write", err)
+	}
+	blk := first
+	for _, e := range exts {
+		if err := f.trees.Map(ino, blk, uint64(e.N), uint64(e.Seg), e.Index); err != nil {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		blk += uint64(e.N)
+	}
+	return nil
+}
+
+// zeroRange makes [off, off+n) read as zeros: whole blocks become holes,
+// partial edge blocks are rewritten. Caller holds v.wmu and state.
+func (f *FS) zeroRange(ino uint64, off, n, size uint64) error {
+	end := off + n
+	firstFull := (off + BlockSize - 1) / BlockSize
+	endFull := end / BlockSize
+	if firstFull < endFull {
+		if err := f.trees.Punch(ino, firstFull, endFull-firstFull); err != nil {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+	}
+	var buf [BlockSize]byte
+	edge := func(blk, from, to uint64) error { // zero bytes [from, to) of blk
+		if blk*BlockSize >= size {
+			return nil
+		}
+		if _, ok, err := f.trees.NextData(ino, blk); err != nil || !ok {
+			return err
+		}
+		if err := f.readBlocks(ino, blk, buf[:]); err != nil {
+			return err
+		}
+		clear(buf[from:to])
+		return f.putBlocks(ino, blk, buf[:])
+	}
+	if off%BlockSize != 0 {
+		blk := off / BlockSize
+		to := min(end, (blk+1)*BlockSize) - blk*BlockSize
+		if err := edge(blk, off%BlockSize, to); err != nil {
+			return err
+		}
+		if end <= (blk+1)*BlockSize {
+			return nil
+		}
+	}
+	if end%BlockSize != 0 && end/BlockSize >= firstFull {
+		blk := end / BlockSize
+		if err := edge(blk, 0, end%BlockSize); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Truncate sets a volume's size; blocks past it are dropped and the tail of
+// the last block is zeroed, so a later extension reads zeros.
+func (f *FS) Truncate(ino uint64, size uint64) error {
+	if size > MaxSize {
+		return ErrTooBig
+	}
+	if err := f.regular(ino); err != nil {
+		return err
+	}
+	v := f.vol(ino)
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
+	f.state.RLock()
+	defer f.state.RUnlock()
+	h, err := f.trees.Head(ino)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if size < h.Size {
+		if err := f.zeroRange(ino, size, meta.MaxBlocks*BlockSize-size, h.Size); err != nil {
+			return err
+		}
+	}
+	t := now()
+	if err := f.trees.SetAttrs(ino, size, t, t); err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return nil
+}
+
+// fallocate modes.
+const (
+	FallocKeepSize  = 0x1
+	FallocPunchHole = 0x2
+	FallocZeroRange = 0x10
+)
+
+// Fallocate: mode 0 / KEEP_SIZE extend the size (blocks are not reserved:
+// a log-structured store cannot preallocate, but it refuses a request
+// larger than the free space); PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE make the
+// range read as zeros and free its blocks.
+func (f *FS) Fallocate(ino uint64, mode uint32, off, n uint64) error {
+	if mode&^(FallocKeepSize|FallocPunchHole|FallocZeroRange) != 0 {
+		return ErrNotSupported
+	}
+	if mode&FallocPunchHole != 0 && (mode&FallocKeepSize == 0 || mode&FallocZeroRange != 0) {
+		return ErrNotSupported
+	}
+	if n == 0 || off+n > MaxSize || off+n < off {
+		if n == 0 {
+			return ErrInvalid
+		}
+		return ErrTooBig
+	}
+	if err := f.regular(ino); err != nil {
+		return err
+	}
+	v := f.vol(ino)
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
+	f.state.RLock()
+	defer f.state.RUnlock()
+	h, err := f.trees.Head(ino)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if mode&(FallocPunchHole|FallocZeroRange) != 0 {
+		if err := f.zeroRange(ino, off, n, h.Size); err != nil {
+			return err
+		}
+	} else {
+		_, avail, err := f.log.Space()
+		if err == nil && off+n > h.Size && off+n-h.Size > avail {
+			return ErrNoSpace
+		}
+	}
+	size := h.Size
+	if mode&FallocKeepSize == 0 && off+n > size {
+		size = off + n
+	}
+	t := now()
+	if err := f.trees.SetAttrs(ino, size, t, t); err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return nil
+}
+
+// lseek whence values.
+const (
+	SeekData = 3
+	SeekHole = 4
+)
+
+// Lseek implements SEEK_DATA and SEEK_HOLE at block granularity.
+func (f *FS) Lseek(ino uint64, off uint64, whence int) (uint64, error) {
+	h, err := f.trees.Head(ino)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if off >= h.Size {
+		return 0, ErrNoData
+	}
+	switch whence {
+	case SeekData:
+		blk, ok, err := f.trees.NextData(ino, off/BlockSize)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		if !ok || blk*BlockSize >= h.Size {
+			return 0, ErrNoData
+		}
+		return max(off, blk*BlockSize), nil
+	case SeekHole:
+		blk, err := f.trees.NextHole(ino, off/BlockSize)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		return min(max(off, blk*BlockSize), h.Size), nil
+	}
+	return 0, ErrInvalid
+}
+
+// CopyRange copies n bytes of src at srcOff to dst at dstOff (a volume
+// may be both). Whole blocks that line up are shared, not copied: dst's
+// tree points at src's blocks. Returns the bytes copied (short at src EOF).
+func (f *FS) CopyRange(src uint64, srcOff uint64, dst uint64, dstOff uint64, n uint64) (uint64, error) {
+	if err := f.regular(src); err != nil {
+		return 0, err
+	}
+	if err := f.regular(dst); err != nil {
+		return 0, err
+	}
+	sh, err := f.trees.Head(src)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if srcOff >= sh.Size {
+		return 0, nil
+	}
+	n = min(n, sh.Size-srcOff)
+	if dstOff+n > MaxSize {
+		return 0, ErrTooBig
+	}
+	if src == dst && srcOff < dstOff+n && dstOff < srcOff+n {
+		return f.copyBytes(src, srcOff, dst, dstOff, n) // overlapping: plain copy
+	}
+	// Unaligned head and tail are copied; the aligned middle is shared.
+	if srcOff%BlockSize != dstOff%BlockSize || n < 2*BlockSize {
+		return f.copyBytes(src, srcOff, dst, dstOff, n)
+	}
+	head := (BlockSize - srcOff%BlockSize) % BlockSize
+	mid := (n - head) / BlockSize * BlockSize
+	if head > 0 {
+		if _, err := f.copyBytes(src, srcOff, dst, dstOff, head); err != nil {
+			return 0, err
+		}
+	}
+	if err := f.shareBlocks(src, (srcOff+head)/BlockSize, dst, (dstOff+head)/BlockSize, mid/BlockSize, dstOff+head+mid); err != nil {
+		return head, err
+	}
+	if tail := n - head - mid; tail > 0 {
+		if _, err := f.copyBytes(src, srcOff+head+mid, dst, dstOff+head+mid, tail); err != nil {
+			return head + mid, err
+		}
+	}
+	return n, nil
+}
+
+func (f *FS) shareBlocks(src, sfirst, dst, dfirst, nblk, dend uint64) error {
+	v := f.vol(dst)
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
+	f.state.RLock()
+	defer f.state.RUnlock()
+	ms, err := f.trees.Lookup(src, sfirst, nblk)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	for _, m := range ms {
+		d := dfirst + (m.Block - sfirst)
+		if m.Seg == 0 {
+			err = f.trees.Punch(dst, d, m.N)
+		} else {
+			err = f.trees.Map(dst, d, m.N, m.Seg, m.Idx)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+	}
+	h, err := f.trees.Head(dst)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	t := now()
+	return f.trees.SetAttrs(dst, max(h.Size, dend), t, t)
+}
+
+func (f *FS) copyBytes(src, srcOff, dst, dstOff, n uint64) (uint64, error) {
+	buf := make([]byte, min(n, 1<<20))
+	var done uint64
+	for done < n {
+		k := min(uint64(len(buf)), n-done)
+		r, err := f.ReadAt(src, buf[:k], int64(srcOff+done))
+		if err != nil {
+			return done, err
+		}
+		if r == 0 {
+			break
+		}
+		if _, err := f.WriteAt(dst, buf[:r], int64(dstOff+done)); err != nil {
+			return done, err
+		}
+		done += uint64(r)
+	}
+	return done, nil
+}
+
+// Fsync makes everything written so far durable (vafs commits all volumes
+// at once; a commit is one synced batch however many volumes it covers).
+func (f *FS) Fsync(ino uint64) error { return f.Commit() }
