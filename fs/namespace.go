@@ -674,6 +674,10 @@ func (f *FS) RemoveXattr(ino uint64, name string) error {
 // Open records an open handle on ino (a file unlinked while open lives
 // until its last Release).
 func (f *FS) Open(ino uint64) (Attr, error) {
+	// Under nsMu, so that an unlink either sees the handle or deletes the
+	// inode before the open can find it.
+	f.nsMu.Lock()
+	defer f.nsMu.Unlock()
 	a, err := f.GetAttr(ino)
 	if err != nil {
 		return Attr{}, err
