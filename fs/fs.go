@@ -144,6 +144,18 @@ func (f *FS) recover() error {
 	if err := f.Commit(); err != nil {
 		return err
 	}
+	if err := f.sweep(); err != nil {
+		return err
+	}
+	if len(orphans) > 0 {
+		f.lg.Printf("reclaimed %d files unlinked while open", len(orphans))
+	}
+	return nil
+}
+
+// sweep removes every segment that no committed tree references. Only
+// called when nothing is being written (open and close).
+func (f *FS) sweep() error {
 	ids, err := f.opts.Store.List()
 	if err != nil {
 		return err
@@ -155,9 +167,6 @@ func (f *FS) recover() error {
 				return err
 			}
 		}
-	}
-	if len(orphans) > 0 {
-		f.lg.Printf("reclaimed %d files unlinked while open", len(orphans))
 	}
 	return nil
 }
@@ -271,6 +280,9 @@ func (f *FS) Close() error {
 	err := f.Commit()
 	if e := f.log.Close(); err == nil {
 		err = e
+	}
+	if err == nil {
+		err = f.sweep() // the last open segment, if nothing references it
 	}
 	if e := f.db.Close(); err == nil {
 		err = e
