@@ -1,0 +1,137 @@
+# vafs — every entry point. Run with `npx -y rust-just <recipe>`
+# (`npx -y rust-just --list` shows them all).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+root := justfile_directory()
+vafs := root / "bin/vafs"
+
+# List the recipes.
+default:
+    @{{ just_executable() }} --justfile "{{ justfile() }}" --list
+
+# Install what is missing (Debian 12: apt) and download Go modules. A no-op for apt when every tool is there.
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # tool -> Debian 12 package that ships it. qemu-storage-daemon is in
+    # qemu-system-common (`dpkg -S /usr/bin/qemu-storage-daemon`), which
+    # qemu-system-x86 depends on; we ask for the smaller one. The file,
+    # raw and qcow2 block drivers are built in, so qemu-block-extra is not
+    # needed. gcc is for `go test -race` (cgo).
+    declare -A pkg=(
+        [fusermount3]=fuse3
+        [qemu-img]=qemu-utils
+        [qemu-io]=qemu-utils
+        [qemu-storage-daemon]=qemu-system-common
+        [fio]=fio
+        [mkfs.ext4]=e2fsprogs
+        [getfattr]=attr
+        [setfattr]=attr
+        [mkfs.xfs]=xfsprogs
+        [losetup]=util-linux
+        [fallocate]=util-linux
+        [gcc]=gcc
+    )
+    missing=()
+    for tool in "${!pkg[@]}"; do
+        # sbin is not on every PATH; look there too.
+        if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null; then
+            missing+=("${pkg[$tool]}")
+        fi
+    done
+    if ((${#missing[@]})); then
+        mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+        echo "setup: installing ${missing[*]}"
+        sudo=()
+        if [[ $(id -u) != 0 ]]; then sudo=(sudo); fi
+        # Wait for another apt/dpkg instead of failing on its lock.
+        apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600)
+        "${apt[@]}" update
+        "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
+    fi
+    if [[ ! -e /dev/fuse ]]; then
+        echo "setup: warning: /dev/fuse is missing (modprobe fuse?); mounts and the integration suite will not work" >&2
+    fi
+    go mod download
+
+# Build the vafs binary into bin/vafs.
+build:
+    go build -o bin/vafs ./cmd/vafs
+
+# The whole suite: vet, unit tests with the race detector, then the integration suite against bin/vafs.
+test: setup build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    go vet ./...
+    # Unit packages: everything but integration/. The integration tests
+    # spawn bin/vafs; the race detector on the test process would only
+    # slow them down, so they run without it.
+    mapfile -t unit < <(go list ./... | grep -v '/integration\(/\|$\)' || true)
+    if ((${#unit[@]})); then
+        go test -race -count=1 -timeout 40m "${unit[@]}"
+    fi
+    if [[ -n "$(go list ./integration/... 2>/dev/null || true)" ]]; then
+        VAFS_BIN="{{ vafs }}" go test -count=1 -timeout 40m -v ./integration/...
+    fi
+
+# What CI runs: fail if `go mod tidy` would change go.mod or go.sum, then the whole suite.
+ci: tidy-check test
+
+# Fail (and leave go.mod/go.sum as they were) if `go mod tidy` changes them.
+[private]
+tidy-check:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    saved=$(mktemp -d)
+    trap 'rm -rf "$saved"' EXIT
+    cp go.mod "$saved/go.mod"
+    had_sum=0
+    if [[ -f go.sum ]]; then cp go.sum "$saved/go.sum"; had_sum=1; fi
+    go mod tidy
+    changed=0
+    diff -u "$saved/go.mod" go.mod || changed=1
+    if ((had_sum)); then
+        diff -u "$saved/go.sum" go.sum || changed=1
+    elif [[ -f go.sum ]]; then
+        echo "go mod tidy created go.sum:"; cat go.sum; changed=1
+    fi
+    cp "$saved/go.mod" go.mod
+    if ((had_sum)); then cp "$saved/go.sum" go.sum; else rm -f go.sum; fi
+    if ((changed)); then
+        echo "ci: go mod tidy changes go.mod/go.sum (diff above); run it and commit the result" >&2
+        exit 1
+    fi
+
+# Benchmark vafs against a plain file, a qemu-storage-daemon qcow2 FUSE export and a go-fuse loopback; writes docs/bench.md. Pass -quick for a smoke run.
+bench *ARGS: build
+    go run ./integration/bench -vafs "{{ vafs }}" {{ ARGS }}
+
+# Mount vafs on the embedded defaults (/srv/vafs, data in /var/lib/vafs), show it working on a 20G raw image, unmount.
+demo: setup build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mnt=/srv/vafs
+    img=$mnt/demo.raw
+    show() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+    if mountpoint -q "$mnt"; then
+        echo "demo: $mnt is already mounted; unmount it first (bin/vafs umount $mnt)" >&2
+        exit 1
+    fi
+    mkdir -p "$mnt"
+    show "{{ vafs }}" mount --background "$mnt"
+    # Whatever happens below, do not leave the mount behind.
+    trap 'echo; echo "\$ bin/vafs umount $mnt"; "{{ vafs }}" umount "$mnt" || umount "$mnt"' EXIT
+    show qemu-img create -f raw "$img" 20G
+    show qemu-img info "$img"
+    show qemu-io -t none -f raw -c 'write -P 0xab 0 4M' -c 'read -P 0xab 0 4M' "$img"
+    echo; echo "# 20G apparent size, 4M actually stored: a volume is sparse"
+    show du -h --apparent-size "$img"
+    show du -h "$img"
+    show df -h "$mnt"
+    echo; echo "# $img stays in the volume store ($mnt on /var/lib/vafs) until you remove it."
+
+# Mount vafs in the foreground on MNT (Ctrl-C unmounts).
+run MNT="/srv/vafs": build
+    mkdir -p "{{ MNT }}"
+    "{{ vafs }}" mount "{{ MNT }}"
