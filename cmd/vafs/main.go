@@ -21,6 +21,7 @@ func app() *cli.App {
 		Commands: []*cli.Command{
 			mountCmd(),
 			umountCmd(),
+			fsckCmd(),
 			versionCmd(),
 			debugCmd(),
 		},
