@@ -122,28 +122,52 @@ func unmountOnSignal(unmount func() error, mnt string, lg *log.Logger) {
 	}
 }
 
-// checkMountpoint wants an existing directory; a dead FUSE mount left by a
-// killed vafs ("transport endpoint is not connected") is detached first.
+// checkMountpoint wants an existing directory that is not already a live
+// FUSE mount. A dead FUSE mount left by a killed vafs ("transport endpoint
+// is not connected") is detached first. stat alone cannot tell: the kernel
+// may answer it from its attribute cache, so statfs, which always reaches
+// the server, decides.
 func checkMountpoint(mnt string) error {
-	_, err := os.Stat(mnt)
-	if errors.Is(err, syscall.ENOTCONN) {
+	for i := 0; i < 8 && isFuseMount(mnt); i++ {
+		var st syscall.Statfs_t
+		err := syscall.Statfs(mnt, &st)
+		if err == nil {
+			return fmt.Errorf("%s is already mounted (see /proc/mounts); unmount it first", mnt)
+		}
+		if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) {
+			return fmt.Errorf("mountpoint %s: %w", mnt, err)
+		}
 		if uerr := syscall.Unmount(mnt, syscall.MNT_DETACH); uerr != nil {
 			return fmt.Errorf("mountpoint %s is a dead mount and cannot be detached: %w", mnt, uerr)
 		}
 		fmt.Fprintf(os.Stderr, "vafs: detached a dead mount at %s\n", mnt)
-		_, err = os.Stat(mnt)
 	}
+	st, err := os.Stat(mnt)
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("mountpoint %s does not exist", mnt)
 	}
 	if err != nil {
 		return fmt.Errorf("mountpoint %s: %w", mnt, err)
 	}
-	st, _ := os.Stat(mnt)
 	if !st.IsDir() {
 		return fmt.Errorf("mountpoint %s is not a directory", mnt)
 	}
 	return nil
+}
+
+// isFuseMount reports whether /proc/mounts lists a FUSE file system at mnt.
+func isFuseMount(mnt string) bool {
+	b, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && unescape(f[1]) == mnt && strings.HasPrefix(f[2], "fuse") {
+			return true
+		}
+	}
+	return false
 }
 
 func readyPipe() *os.File {
@@ -195,8 +219,8 @@ func background(data, mnt string) error {
 	pr.Close()
 	s := strings.TrimSpace(string(msg))
 	if s == "ok" {
-		cmd.Process.Release()
 		fmt.Printf("vafs: mounted %s on %s (pid %d, log %s)\n", data, mnt, cmd.Process.Pid, logPath)
+		cmd.Process.Release()
 		return nil
 	}
 	cmd.Wait()
