@@ -38,6 +38,7 @@ func (j fioJob) args(dir string, verifyOnly bool) []string {
 		"--do_verify=1",
 		"--verify_fatal=1",
 		"--verify_dump=0",
+		"--verify_state_save=0", // no *.state files in the working directory
 		"--randrepeat=1",
 		"--randseed=20240601",
 		"--group_reporting",
