@@ -10,7 +10,9 @@
 // the run if any mount under that root is left in /proc/mounts at the end.
 //
 // Run: go test -count=1 -timeout 15m ./integration/
-// Tuning: VAFS_CRASH_CYCLES (default 24) sets the crash-consistency cycles.
+// Tuning: VAFS_CRASH_CYCLES (default 24) sets the crash-consistency cycles,
+// VAFS_CRASH_SEED repeats a crash schedule, VAFS_MOUNT_FLAGS (e.g.
+// "--writeback-cache") is added to every foreground `vafs mount`.
 //
 // Imports: the standard library only; this package never imports vafs packages,
 // it talks to the binary as a user would.

@@ -270,6 +270,7 @@ func startMount(t testing.TB, data, mnt string, extra ...string) *Mount {
 func tryStartMount(t testing.TB, data, mnt string, extra ...string) (*Mount, error) {
 	t.Helper()
 	args := append([]string{"mount", "--data", data}, extra...)
+	args = append(args, extraMountFlags()...)
 	args = append(args, mnt)
 	cmd := exec.Command(vafsBin, args...)
 	// If the test binary dies (go test -timeout), SIGTERM lets vafs unmount itself.
@@ -342,6 +343,10 @@ func tryStartMount(t testing.TB, data, mnt string, extra ...string) (*Mount, err
 	}
 	return m, nil
 }
+
+// extraMountFlags are added to every foreground mount from $VAFS_MOUNT_FLAGS
+// (space-separated), e.g. "--writeback-cache" to run the suite in that mode.
+func extraMountFlags() []string { return strings.Fields(os.Getenv("VAFS_MOUNT_FLAGS")) }
 
 // Path joins elements onto the mountpoint.
 func (m *Mount) Path(elem ...string) string {
