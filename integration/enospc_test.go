@@ -189,3 +189,46 @@ func TestENOSPC(t *testing.T) {
 	m.Stop()
 	checkFsck(t, data)
 }
+
+// duBytes is the space a directory tree occupies (st_blocks), like du.
+func duBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var total int64
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				total += st.Blocks * 512
+			}
+		}
+		return nil
+	})
+	return total
+}
+
+// TestSpaceRandomWrites: a VM-like workload (random 4 KiB O_DIRECT writes with an
+// fsync every 64) writing 64 MiB must fit on a 256 MiB data disk: the data dir may
+// cost more than the data, but not four times as much.
+func TestSpaceRandomWrites(t *testing.T) {
+	requireTools(t, "fio")
+	tfs := smallTmpfs(t, 256*MiB)
+	data := filepath.Join(tfs, "data")
+	mnt := t.TempDir()
+	m := startMount(t, data, mnt)
+	args := []string{
+		"--name=vmlike", "--filename=" + m.Path("vm.raw"), "--rw=randwrite", "--bs=4k",
+		"--size=64m", "--ioengine=psync", "--direct=1", "--fsync=64", "--randseed=7",
+		"--verify_state_save=0", "--output-format=terse",
+	}
+	out, err := runCmd(t, 4*time.Minute, "fio", args...)
+	report := func() string {
+		return "data dir: " + strconv.FormatInt(duBytes(t, data)/MiB, 10) + " MiB in all, meta " +
+			strconv.FormatInt(duBytes(t, filepath.Join(data, "meta"))/MiB, 10) + " MiB, segments " +
+			strconv.FormatInt(duBytes(t, filepath.Join(data, "segments"))/MiB, 10) + " MiB"
+	}
+	if err != nil || fioErr.MatchString(out) {
+		t.Fatalf("fio %v: %v\n%s\n%s", args, err, out, report())
+	}
+	t.Log("after 64 MiB of random 4k writes: " + report())
+	m.Stop()
+	t.Log("after a clean stop: " + report())
+}
