@@ -241,3 +241,41 @@ func TestDeadMountDetachedByMount(t *testing.T) {
 		t.Errorf("%s still mounted after clean stop", mnt)
 	}
 }
+
+// TestTruncateZeros: shrinking a file to the middle of a block and growing it again
+// exposes zeros, never the old bytes, before and after SIGKILL + remount.
+func TestTruncateZeros(t *testing.T) {
+	requireRoot(t)
+	data, mnt := newDirs(t)
+	m := startMount(t, data, mnt)
+	p := m.Path("t.img")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeAt(t, f, pattern(1*MiB, 40, 0), 0)
+	fsync(t, f)
+	for _, step := range []struct{ size int64 }{{10000}, {1 * MiB}, {300 * KiB}, {2 * MiB}} {
+		if err := f.Truncate(step.size); err != nil {
+			t.Fatalf("ftruncate %d: %v", step.size, err)
+		}
+	}
+	fsync(t, f)
+	f.Close()
+	want := make([]byte, 2*MiB)
+	copy(want, pattern(10000, 40, 0))
+	check := func(when string) {
+		t.Helper()
+		got, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectBytes(t, when, got, want)
+		expectBytes(t, when+" (O_DIRECT)", readRange(t, p, 0, 2*MiB, true), want)
+	}
+	check("after shrink to 10000 and regrow")
+	m.Kill()
+	m = startMount(t, data, mnt)
+	check("after SIGKILL and remount")
+	m.Stop()
+}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ type fioJob struct {
 	engine  string // psync, libaio
 	direct  bool
 	iodepth string
+	numjobs int // >1: that many processes, each on its own file
 }
 
 func (j fioJob) args(dir string, verifyOnly bool) []string {
@@ -25,15 +27,19 @@ func (j fioJob) args(dir string, verifyOnly bool) []string {
 	if j.direct {
 		direct = "1"
 	}
-	a := []string{
-		"--name=" + j.name,
-		"--filename=" + dir + "/" + j.name + ".dat",
-		"--rw=" + j.rw,
-		"--bs=" + j.bs,
-		"--size=" + j.size,
-		"--ioengine=" + j.engine,
-		"--iodepth=" + j.iodepth,
-		"--direct=" + direct,
+	a := []string{"--name=" + j.name}
+	if j.numjobs > 1 {
+		a = append(a, "--directory="+dir, "--numjobs="+strconv.Itoa(j.numjobs))
+	} else {
+		a = append(a, "--filename="+dir+"/"+j.name+".dat")
+	}
+	a = append(a,
+		"--rw="+j.rw,
+		"--bs="+j.bs,
+		"--size="+j.size,
+		"--ioengine="+j.engine,
+		"--iodepth="+j.iodepth,
+		"--direct="+direct,
 		"--verify=crc32c",
 		"--do_verify=1",
 		"--verify_fatal=1",
@@ -42,7 +48,7 @@ func (j fioJob) args(dir string, verifyOnly bool) []string {
 		"--randrepeat=1",
 		"--randseed=20240601",
 		"--group_reporting",
-	}
+	)
 	if verifyOnly {
 		a = append(a, "--verify_only")
 	}
@@ -71,12 +77,14 @@ func runFio(t *testing.T, j fioJob, dir string, verifyOnly bool) {
 func TestFioVerify(t *testing.T) {
 	requireTools(t, "fio")
 	jobs := []fioJob{
-		{"rand4k-psync-direct", "randwrite", "4k", "64m", "psync", true, "1"},
-		{"rand4k-libaio-direct", "randwrite", "4k", "64m", "libaio", true, "16"},
-		{"rand4k-psync-buffered", "randwrite", "4k", "64m", "psync", false, "1"},
-		{"seq1m-libaio-direct", "write", "1m", "128m", "libaio", true, "8"},
-		{"seq1m-psync-buffered", "write", "1m", "128m", "psync", false, "1"},
-		{"rand64k-libaio-buffered", "randwrite", "64k", "64m", "libaio", false, "8"},
+		{"rand4k-psync-direct", "randwrite", "4k", "64m", "psync", true, "1", 0},
+		{"rand4k-libaio-direct", "randwrite", "4k", "64m", "libaio", true, "16", 0},
+		{"rand4k-psync-buffered", "randwrite", "4k", "64m", "psync", false, "1", 0},
+		{"seq1m-libaio-direct", "write", "1m", "128m", "libaio", true, "8", 0},
+		{"seq1m-psync-buffered", "write", "1m", "128m", "psync", false, "1", 0},
+		{"rand64k-libaio-buffered", "randwrite", "64k", "64m", "libaio", false, "8", 0},
+		// Four processes at once, each on its own volume.
+		{"rand4k-libaio-direct-x4", "randwrite", "4k", "32m", "libaio", true, "8", 4},
 	}
 	data, mnt := newDirs(t)
 	m := startMount(t, data, mnt)
