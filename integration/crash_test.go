@@ -86,6 +86,7 @@ type crashState struct {
 	// record (lost) or with a later one (kept). Both are allowed; the counts show
 	// that the kills land while writes are in flight.
 	unackedLost, unackedKept int
+	clones                   *cloneSet // nil without copy_file_range
 }
 
 func (s *crashState) nextSeq() uint64 {
@@ -328,6 +329,9 @@ func verifyCrash(t *testing.T, dir string, st *crashState, cycle int) {
 			}
 		}
 	}
+	if st.clones != nil {
+		verifyClones(t, dir, st.clones, cycle)
+	}
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -369,6 +373,11 @@ func TestCrashConsistency(t *testing.T) {
 		t.Fatal(err)
 	}
 	fsyncDir(t, mnt)
+	if sysCopyFileRange >= 0 {
+		st.clones = setupClones(t, mnt)
+	} else {
+		t.Log("copy_file_range syscall number unknown here: no clone workload")
+	}
 
 	cycles := crashCycles()
 	fsckEvery := 0
@@ -379,7 +388,7 @@ func TestCrashConsistency(t *testing.T) {
 	var acks, writes int
 	for c := 1; c <= cycles; c++ {
 		var stop, killed atomic.Bool
-		errc := make(chan error, crashWorkers+1)
+		errc := make(chan error, crashWorkers+2)
 		var wg sync.WaitGroup
 		for w := 0; w < crashWorkers; w++ {
 			wrng := rand.New(rand.NewPCG(seed, uint64(c*100+w)))
@@ -389,6 +398,11 @@ func TestCrashConsistency(t *testing.T) {
 		wg.Add(1)
 		mrng := rand.New(rand.NewPCG(seed, uint64(c*100+99)))
 		go func() { defer wg.Done(); metaWorker(mnt, st, mrng, &stop, &killed, errc) }()
+		if st.clones != nil {
+			crng := rand.New(rand.NewPCG(seed, uint64(c*100+98)))
+			wg.Add(1)
+			go func() { defer wg.Done(); cloneWorker(mnt, st, st.clones, crng, &stop, &killed, errc) }()
+		}
 
 		time.Sleep(time.Duration(100+rng.IntN(1400)) * time.Millisecond)
 		killed.Store(true)
@@ -441,6 +455,12 @@ func TestCrashConsistency(t *testing.T) {
 	checkFsck(t, data)
 	t.Logf("%d cycles, %d records issued, %d blocks hold data, %d small files live, %d deleted; blocks with unacknowledged writes at a crash: %d kept the new record, %d the acknowledged one; %v",
 		cycles, writes, acks, len(st.files), len(st.deleted), st.unackedKept, st.unackedLost, time.Since(start).Round(time.Millisecond))
+	if cs := st.clones; cs != nil {
+		t.Logf("clones: %d made, %d live, %d deleted", cs.next, len(cs.live), len(cs.deleted))
+		if cs.next == 0 {
+			t.Error("the clone workload made no clone")
+		}
+	}
 }
 
 // TestRecordChecker checks the crash test's own checker (no mount needed).
