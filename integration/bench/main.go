@@ -159,7 +159,8 @@ func run(ctx context.Context, cfg *config) (err error) {
 		return err
 	}
 	if entries, _ := os.ReadDir(cfg.workDir); len(entries) != 0 {
-		return fmt.Errorf("work directory %s is not empty (a previous run with -keep?); remove it first", cfg.workDir)
+		return fmt.Errorf("work directory %s is not empty: another bench is running, or a previous run used -keep; "+
+			"wait, remove it, or pass another -work", cfg.workDir)
 	}
 
 	var td teardown

@@ -44,6 +44,7 @@ func (res results) anyError() bool {
 // env is the machine and tool versions, for the report header.
 type env struct {
 	date, cpus, memory, kernel, disk, fio, qsd, vafs, gofuse string
+	loadStart                                                string // /proc/loadavg when the run began
 }
 
 func collectEnv(ctx context.Context, cfg *config) env {
@@ -53,6 +54,8 @@ func collectEnv(ctx context.Context, cfg *config) env {
 		memory: memTotal(),
 		kernel: readTrim("/proc/sys/kernel/osrelease"),
 		disk:   describeDisk(cfg.workDir),
+		// Other work on the machine skews every column; say how busy it was.
+		loadStart: loadAvg(),
 	}
 	if out, err := runCmd(ctx, 10*time.Second, "fio", "--version"); err == nil {
 		e.fio = strings.TrimSpace(out)
@@ -86,6 +89,15 @@ func memTotal() string {
 		}
 	}
 	return strings.Join(f, " ")
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages.
+func loadAvg() string {
+	f := strings.Fields(readTrim("/proc/loadavg"))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func readTrim(path string) string {
@@ -274,6 +286,7 @@ func renderReport(cfg *config, e env, res results, failed map[string]string) rep
 	fmt.Fprintf(&b, "- CPUs: %s\n", e.cpus)
 	fmt.Fprintf(&b, "- memory: %s\n", e.memory)
 	fmt.Fprintf(&b, "- kernel: %s\n", e.kernel)
+	fmt.Fprintf(&b, "- load average (1/5/15 min): %s at the start, %s at the end\n", e.loadStart, loadAvg())
 	fmt.Fprintf(&b, "- disk under the work directory (`%s`): %s\n", cfg.workDir, e.disk)
 	fmt.Fprintf(&b, "- fio: %s\n", orUnknown(e.fio))
 	if e.qsd != "" {

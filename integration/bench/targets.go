@@ -30,10 +30,11 @@ var targetDocs = map[string]string{
 		"--export type=fuse,id=e0,node-name=q0,mountpoint=export.raw,writable=on`\n" +
 		"  (the mount point is an existing empty regular file; `cache.direct=off` means qsd's own I/O on img.qcow2 goes " +
 		"through the host page cache, so its reads can be served from memory even though fio uses O_DIRECT).",
-	"loopback": "`loopback`: `vafs debug loopback SRC MNT`, a bare go-fuse v2 loopback (`fs.NewLoopbackRoot`) of a plain directory with " +
-		"the mount options vafs uses (DirectMount, MaxWrite 1 MiB, no allow_other, 1 s entry/attr timeouts) and kernel FUSE " +
-		"passthrough disabled, so every I/O makes the FUSE round trip. The kernel forwards fio's O_DIRECT in the open flags, " +
-		"so the loopback opens its backing file O_DIRECT as well. The cost of FUSE and go-fuse before vafs does anything.",
+	"loopback": "`loopback`: `vafs debug loopback SRC MNT`, go-fuse v2's stock loopback (`fs.NewLoopbackRoot`) of a plain directory " +
+		"with the FUSE transport settings vafs uses (DirectMount, MaxWrite and MaxReadAhead 1 MiB, MaxBackground 64, async direct I/O, " +
+		"parallel direct writes, no allow_other; 1 s entry/attr timeouts) and kernel FUSE passthrough disabled, so every I/O makes " +
+		"the FUSE round trip. The kernel forwards fio's O_DIRECT in the open flags, so the loopback opens its backing file O_DIRECT " +
+		"as well. The cost of FUSE and go-fuse before vafs does anything.",
 	"vafs": "`vafs`: a file created by fio in `vafs mount --background --data DATA MNT` (DATA under the work directory).",
 }
 
