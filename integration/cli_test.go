@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -94,10 +95,25 @@ func TestMountBadDataDir(t *testing.T) {
 	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A read-only file system: the data dir exists but cannot be written, or
+	// cannot be created.
+	ro := t.TempDir()
+	if err := os.Mkdir(filepath.Join(ro, "existing"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount(ro, ro, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatalf("bind mount: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(ro, syscall.MNT_DETACH) })
+	if err := syscall.Mount("", ro, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY, ""); err != nil {
+		t.Fatalf("remount read-only: %v", err)
+	}
 	mnt := t.TempDir()
 	for _, data := range []string{
-		filepath.Join(file, "data"), // parent is a regular file: cannot be created
-		file,                        // a regular file, not a directory
+		filepath.Join(file, "data"),   // parent is a regular file: cannot be created
+		file,                          // a regular file, not a directory
+		filepath.Join(ro, "new"),      // on a read-only file system: cannot be created
+		filepath.Join(ro, "existing"), // exists, read-only: cannot be written
 	} {
 		out, err := vafs(t, 20*time.Second, "mount", "--data", data, mnt)
 		if err == nil {

@@ -427,6 +427,10 @@ func TestCrashConsistency(t *testing.T) {
 			checkFsck(t, data) // offline, on the crashed data dir
 		}
 
+		if c%3 == 0 {
+			// Also crash while the next mount opens the data dir and recovers.
+			killDuringStart(t, data, mnt, time.Duration(rng.IntN(60))*time.Millisecond)
+		}
 		m = startMount(t, data, mnt)
 		verifyCrash(t, mnt, st, c)
 		st.mu.Lock()

@@ -511,3 +511,24 @@ func checkFsck(t testing.TB, data string) {
 		t.Errorf("vafs fsck --data %s: err=%v, want exit 0 and \"clean\"; output:\n%s", data, err, out)
 	}
 }
+
+// killDuringStart starts `vafs mount` and SIGKILLs it after d, wherever it is:
+// opening the data dir, recovering, or already serving. A leftover mount is
+// detached. It returns what the process printed.
+func killDuringStart(t testing.TB, data, mnt string, d time.Duration) string {
+	t.Helper()
+	var out syncBuffer
+	cmd := exec.Command(vafsBin, append(append([]string{"mount", "--data", data}, extraMountFlags()...), mnt)...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start vafs mount: %v", err)
+	}
+	time.Sleep(d)
+	cmd.Process.Kill()
+	cmd.Wait()
+	if isMounted(mnt) {
+		detachDead(t, mnt)
+	}
+	return out.String()
+}
