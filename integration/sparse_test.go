@@ -136,7 +136,8 @@ func sha(t *testing.T, path string) [32]byte {
 }
 
 // TestExt4Image: mkfs.ext4 on a 512 MiB image on vafs, e2fsck -fn clean; then, if
-// loop devices work, mount it, write files, unmount, and fsck again.
+// loop devices work, mount it, write files, unmount, fsck, and after a vafs remount
+// fsck again and compare the files through a read-only loop mount.
 func TestExt4Image(t *testing.T) {
 	requireTools(t, "mkfs.ext4", "e2fsck", "truncate")
 	data, mnt := newDirs(t)
@@ -150,28 +151,61 @@ func TestExt4Image(t *testing.T) {
 	}
 
 	// Optional: loop-mount the image.
+	var want map[string][32]byte
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Logf("no loop devices (%v); skipping the loop-mount part", err)
 	} else if _, err := exec.LookPath("losetup"); err != nil {
 		t.Logf("no losetup; skipping the loop-mount part")
 	} else {
-		ext4Loop(t, img)
+		want = withLoopMount(t, img, false, func(dir string) map[string][32]byte {
+			w := map[string][32]byte{}
+			for i, n := range []int{40 * MiB, 1 * MiB, 12345} {
+				p := filepath.Join(dir, "f"+string(rune('a'+i)))
+				if err := os.WriteFile(p, pattern(n, uint64(500+i), 0), 0o644); err != nil {
+					t.Fatalf("write on ext4-in-vafs: %v", err)
+				}
+				w[filepath.Base(p)] = sha(t, p)
+			}
+			if err := os.MkdirAll(filepath.Join(dir, "a", "b", "c"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			return w
+		})
 		mustRun(t, 3*time.Minute, "e2fsck", "-fn", img)
 	}
 
 	m.Stop()
 	m = startMount(t, data, mnt)
 	mustRun(t, 3*time.Minute, "e2fsck", "-fn", img)
+	if want != nil {
+		withLoopMount(t, img, true, func(dir string) map[string][32]byte {
+			for name, h := range want {
+				if got := sha(t, filepath.Join(dir, name)); got != h {
+					t.Errorf("ext4-in-vafs file %s differs after a vafs remount", name)
+				}
+			}
+			return nil
+		})
+	}
 	m.Stop()
 }
 
-func ext4Loop(t *testing.T, img string) {
-	out, err := runCmd(t, time.Minute, "losetup", "--find", "--show", img)
+// withLoopMount attaches img to a loop device, mounts it, runs fn, and unmounts
+// and detaches (also on failure, through t.Cleanup).
+func withLoopMount(t *testing.T, img string, ro bool, fn func(dir string) map[string][32]byte) map[string][32]byte {
+	t.Helper()
+	largs := []string{"--find", "--show"}
+	margs := []string{"-t", "ext4"}
+	if ro {
+		largs = append(largs, "--read-only")
+		margs = append(margs, "-o", "ro")
+	}
+	out, err := runCmd(t, time.Minute, "losetup", append(largs, img)...)
 	if err != nil {
-		t.Logf("losetup --find --show: %v (%s); skipping the loop-mount part", err, strings.TrimSpace(out))
-		return
+		t.Fatalf("losetup %v %s: %v\n%s", largs, img, err, out)
 	}
 	dev := strings.TrimSpace(out)
+	t.Logf("ext4 image on %s (read-only=%v)", dev, ro)
 	detached := false
 	detachLoop := func() {
 		if !detached {
@@ -183,7 +217,7 @@ func ext4Loop(t *testing.T, img string) {
 	}
 	t.Cleanup(detachLoop)
 	dir := t.TempDir()
-	if out, err := runCmd(t, time.Minute, "mount", "-t", "ext4", dev, dir); err != nil {
+	if out, err := runCmd(t, time.Minute, "mount", append(margs, dev, dir)...); err != nil {
 		t.Fatalf("mount %s (loop on %s): %v\n%s", dev, img, err, out)
 	}
 	unmounted := false
@@ -197,40 +231,10 @@ func ext4Loop(t *testing.T, img string) {
 		}
 	}
 	t.Cleanup(unmount)
-
-	want := map[string][32]byte{}
-	for i, n := range []int{40 * MiB, 1 * MiB, 12345} {
-		p := filepath.Join(dir, "f"+string(rune('a'+i)))
-		if err := os.WriteFile(p, pattern(n, uint64(500+i), 0), 0o644); err != nil {
-			t.Fatalf("write on ext4-in-vafs: %v", err)
-		}
-		want[filepath.Base(p)] = sha(t, p)
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "a", "b", "c"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	res := fn(dir)
 	unmount()
 	detachLoop()
-	mustRun(t, 3*time.Minute, "e2fsck", "-fn", img)
-
-	// Mount again read-only and compare, so the data went through vafs.
-	out, err = runCmd(t, time.Minute, "losetup", "--find", "--show", "--read-only", img)
-	if err != nil {
-		t.Fatalf("losetup --read-only: %v\n%s", err, out)
-	}
-	dev = strings.TrimSpace(out)
-	detached = false
-	if out, err := runCmd(t, time.Minute, "mount", "-t", "ext4", "-o", "ro", dev, dir); err != nil {
-		t.Fatalf("mount -o ro %s: %v\n%s", dev, err, out)
-	}
-	unmounted = false
-	for name, h := range want {
-		if got := sha(t, filepath.Join(dir, name)); got != h {
-			t.Errorf("ext4-in-vafs file %s changed after loop remount", name)
-		}
-	}
-	unmount()
-	detachLoop()
+	return res
 }
 
 // TestCopyIsolation: cp --reflink=auto (FICLONE or copy_file_range, which vafs may
