@@ -5,6 +5,7 @@ import (
 	"os"
 	"syscall"
 	"testing"
+	"unsafe"
 )
 
 // TestFsyncSurvivesSIGKILL: everything acknowledged by fsync (file data, a sparse
@@ -277,5 +278,44 @@ func TestTruncateZeros(t *testing.T) {
 	m.Kill()
 	m = startMount(t, data, mnt)
 	check("after SIGKILL and remount")
+	m.Stop()
+}
+
+// TestMmapMsync: data written through a shared mapping and msync(MS_SYNC)ed
+// survives SIGKILL of the mount.
+func TestMmapMsync(t *testing.T) {
+	requireRoot(t)
+	data, mnt := newDirs(t)
+	m := startMount(t, data, mnt)
+	p := m.Path("mapped.img")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(4 * MiB); err != nil {
+		t.Fatal(err)
+	}
+	mem, err := syscall.Mmap(int(f.Fd()), 0, 4*MiB, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap MAP_SHARED on vafs: %v", err)
+	}
+	want := make([]byte, 4*MiB)
+	copy(want[4096:], pattern(1*MiB, 60, 4096))
+	copy(want[3*MiB+100:], pattern(5000, 61, 3*MiB+100))
+	copy(mem[4096:], want[4096:4096+MiB])
+	copy(mem[3*MiB+100:], want[3*MiB+100:3*MiB+5100])
+	_, _, e := syscall.Syscall(syscall.SYS_MSYNC, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)), syscall.MS_SYNC)
+	if e != 0 {
+		t.Fatalf("msync: %v", e)
+	}
+	syscall.Munmap(mem)
+	f.Close()
+	m.Kill()
+	m = startMount(t, data, mnt)
+	got, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectBytes(t, "mmap-written file after msync, SIGKILL and remount", got, want)
 	m.Stop()
 }

@@ -152,6 +152,28 @@ func TestQemuImg(t *testing.T) {
 			fmtExtents(gotBack), fmtExtents(wantData), mapOut)
 	}
 
+	// Copy offload (copy_file_range) and parallel out-of-order writes.
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"offload.raw", []string{"-C"}},
+		{"parallel.raw", []string{"-W", "-m", "8"}},
+		{"fromqcow-parallel.raw", []string{"-W", "-m", "8"}},
+	} {
+		from, ffmt := raw, "raw"
+		if strings.HasPrefix(c.name, "fromqcow") {
+			from, ffmt = qcow, "qcow2"
+		}
+		args := append([]string{"convert"}, c.args...)
+		args = append(args, "-f", ffmt, "-O", "raw", from, m.Path(c.name))
+		mustRun(t, 3*time.Minute, "qemu-img", args...)
+		mustRun(t, 3*time.Minute, "qemu-img", "compare", "-f", "raw", "-F", "raw", raw, m.Path(c.name))
+		if got, mapOut := qemuMapData(t, m.Path(c.name), "raw"); !sameRanges(got, wantData) {
+			t.Errorf("qemu-img map after convert %v:\n got  %s\n want %s\nmap:\n%s", c.args, fmtExtents(got), fmtExtents(wantData), mapOut)
+		}
+	}
+
 	// A qcow2 image written by qemu-io, checked.
 	q2 := m.Path("new.qcow2")
 	mustRun(t, time.Minute, "qemu-img", "create", "-f", "qcow2", q2, "4G")
