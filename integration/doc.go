@@ -6,6 +6,14 @@
 // client program is missing skips with the program's name. The binary under test is
 // $VAFS_BIN, or else TestMain builds ./cmd/vafs into a temp dir.
 //
+// What is covered: qemu-img (create/info/map/check/convert/compare/resize, 16 TiB),
+// qemu-io (page cache, O_DIRECT with threads and native AIO, unaligned, zero
+// ranges), fio with crc32c verify before and after a remount, cp --sparse and
+// --reflink/copy_file_range (sparse, equal, isolated), ext4 in an image (mkfs,
+// e2fsck, loop mount), cp -a of a tree, SIGKILL crash cycles with fsync'd records,
+// files and clones, clean-shutdown and fsync durability, ENOSPC and space use on a
+// small tmpfs, a corrupted block reading as EIO, and the CLI's refusals.
+//
 // Every test gets its own data dir and mountpoint under one temp root; TestMain fails
 // the run if any mount under that root is left in /proc/mounts at the end.
 //
