@@ -3,6 +3,7 @@ package fs
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"time"
 
@@ -606,6 +607,11 @@ func (f *FS) GetXattr(ino uint64, name string) ([]byte, error) {
 func (f *FS) SetXattr(ino uint64, name string, value []byte, flags uint32) error {
 	if len(name) > 255 || name == "" {
 		return ErrInvalid
+	}
+	if strings.HasPrefix(name, "system.posix_acl_") {
+		// ACLs are not supported: storing them as plain xattrs would make
+		// cp -a, tar and rsync believe the mode was set when it was not.
+		return ErrNotSupported
 	}
 	if len(value) > maxXattr {
 		return ErrXattrRange

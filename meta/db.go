@@ -43,7 +43,7 @@ type DB struct {
 func Open(dir string, fs vfs.FS) (*DB, error) {
 	opts := &pebble.Options{
 		FS:           fs,
-		MemTableSize: 32 << 20,
+		MemTableSize: 4 << 20, // WALs are preallocated to about this size: keep small data disks usable
 		Logger:       quietLogger{},
 	}
 	if fs == nil {
