@@ -314,6 +314,10 @@ func renderReport(cfg *config, e env, res results, failed map[string]string) rep
 		fmt.Fprintf(&b, "- %s\n", targetDocs[t])
 	}
 
+	fmt.Fprintf(&b, "\nReading the figures: the disk is whatever the host gives this machine (a virtio disk may be cached "+
+		"by the hypervisor, which is how a \"rotational\" disk can write at GB/s), and the targets differ in where the host "+
+		"page cache sits under them (see above). The ratios say how far each FUSE server is from the plain file on the "+
+		"same disk at the same moment; the absolute figures say little about other hardware.\n")
 	fmt.Fprintf(&b, "\n## Results\n\n%s\n", table)
 	fmt.Fprintf(&b, "Completion latency at queue depth 1:\n\n%s", latTable)
 	if len(failed) != 0 {

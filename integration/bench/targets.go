@@ -35,7 +35,9 @@ var targetDocs = map[string]string{
 		"parallel direct writes, no allow_other; 1 s entry/attr timeouts) and kernel FUSE passthrough disabled, so every I/O makes " +
 		"the FUSE round trip. The kernel forwards fio's O_DIRECT in the open flags, so the loopback opens its backing file O_DIRECT " +
 		"as well. The cost of FUSE and go-fuse before vafs does anything.",
-	"vafs": "`vafs`: a file created by fio in `vafs mount --background --data DATA MNT` (DATA under the work directory).",
+	"vafs": "`vafs`: a file created by fio in `vafs mount --background --data DATA MNT` (DATA under the work directory). " +
+		"vafs reads and writes its segment files without O_DIRECT, through the host page cache, so what fio asks for as " +
+		"direct I/O is direct only as far as the vafs process; plain and loopback go O_DIRECT down to the disk.",
 }
 
 func newTarget(name string, cfg *config) *target {
