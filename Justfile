@@ -113,15 +113,7 @@ demo: setup build
     set -euo pipefail
     mnt=/srv/vafs
     img=$mnt/demo.raw
-    bold= plain=
-    if [[ -t 1 ]]; then bold=$'\033[1m' plain=$'\033[0m'; fi
-    # Print a command the way one would type it, then run it.
-    show() {
-        local a line=
-        for a; do [[ $a == *[[:space:]]* ]] && a="'$a'"; line+="$a "; done
-        printf '\n%s$ %s%s\n' "$bold" "${line% }" "$plain"
-        "$@"
-    }
+    show() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
     if mountpoint -q "$mnt"; then
         echo "demo: $mnt is already mounted; unmount it first (bin/vafs umount $mnt)" >&2
         exit 1
