@@ -21,10 +21,10 @@ const BlockSize = blocks.BlockSize
 
 // Options configures Open.
 type Options struct {
-	DataDir   string       // locked, holds meta/ (Pebble)
-	Store     blocks.Store // where segments live (cachessd on a single host)
-	MemMeta   bool         // keep Pebble in memory (tests)
-	Logger    *log.Logger
+	DataDir string       // locked, holds meta/ (Pebble)
+	Store   blocks.Store // where segments live (cachessd on a single host)
+	MemMeta bool         // keep Pebble in memory (tests)
+	Logger  *log.Logger
 	// CommitInterval is how often dirty state is committed in the
 	// background (default 5 s); fsync commits at once.
 	CommitInterval time.Duration

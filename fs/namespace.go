@@ -111,6 +111,18 @@ func (f *FS) dirent(parent uint64, name string) (meta.Dirent, error) {
 	return e, nil
 }
 
+// nameFree fails with ErrExists when parent already has an entry name.
+func (f *FS) nameFree(parent uint64, name string) error {
+	_, err := f.dirent(parent, name)
+	if err == nil {
+		return ErrExists
+	}
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
 func (f *FS) dir(ino uint64) (*meta.Inode, error) {
 	in, err := f.inode(ino)
 	if err != nil {
@@ -179,9 +191,7 @@ func (f *FS) mknode(parent uint64, name string, in *meta.Inode) (Attr, error) {
 	if p.Nlink == 0 {
 		return Attr{}, ErrNotFound // a removed directory that is still open
 	}
-	if _, err := f.dirent(parent, name); err == nil {
-		return Attr{}, ErrExists
-	} else if !errors.Is(err, ErrNotFound) {
+	if err := f.nameFree(parent, name); err != nil {
 		return Attr{}, err
 	}
 	t := now()
@@ -236,9 +246,7 @@ func (f *FS) Link(ino, parent uint64, name string) (Attr, error) {
 	if err != nil {
 		return Attr{}, err
 	}
-	if _, err := f.dirent(parent, name); err == nil {
-		return Attr{}, ErrExists
-	} else if !errors.Is(err, ErrNotFound) {
+	if err := f.nameFree(parent, name); err != nil {
 		return Attr{}, err
 	}
 	t := now()

@@ -30,6 +30,26 @@ func putBlocks(p *[]byte) {
 	}
 }
 
+// lockVolume takes what a change to a volume's blocks needs, in order: the
+// volume's writer lock (read-modify-write of partial blocks is atomic) and
+// the state read lock (no commit captures a half-done change), and returns
+// the head as it is under those locks.
+func (f *FS) lockVolume(ino uint64) (meta.Head, func(), error) {
+	v := f.vol(ino)
+	v.wmu.Lock()
+	f.state.RLock()
+	unlock := func() {
+		f.state.RUnlock()
+		v.wmu.Unlock()
+	}
+	h, err := f.trees.Head(ino)
+	if err != nil {
+		unlock()
+		return meta.Head{}, nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return h, unlock, nil
+}
+
 func (f *FS) regular(ino uint64) error {
 	in, err := f.inode(ino)
 	if err != nil {
@@ -125,15 +145,11 @@ func (f *FS) WriteAt(ino uint64, p []byte, off int64) (int, error) {
 	if end > MaxSize {
 		return 0, ErrTooBig
 	}
-	v := f.vol(ino)
-	v.wmu.Lock()
-	defer v.wmu.Unlock()
-	f.state.RLock()
-	defer f.state.RUnlock()
-	h, err := f.trees.Head(ino)
+	h, unlock, err := f.lockVolume(ino)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return 0, err
 	}
+	defer unlock()
 	first := uint64(off) / BlockSize
 	last := (end - 1) / BlockSize
 	data := p
@@ -232,15 +248,11 @@ func (f *FS) Truncate(ino uint64, size uint64) error {
 	if err := f.regular(ino); err != nil {
 		return err
 	}
-	v := f.vol(ino)
-	v.wmu.Lock()
-	defer v.wmu.Unlock()
-	f.state.RLock()
-	defer f.state.RUnlock()
-	h, err := f.trees.Head(ino)
+	h, unlock, err := f.lockVolume(ino)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return err
 	}
+	defer unlock()
 	if size < h.Size {
 		if err := f.zeroRange(ino, size, meta.MaxBlocks*BlockSize-size, h.Size); err != nil {
 			return err
@@ -280,15 +292,11 @@ func (f *FS) Fallocate(ino uint64, mode uint32, off, n uint64) error {
 	if err := f.regular(ino); err != nil {
 		return err
 	}
-	v := f.vol(ino)
-	v.wmu.Lock()
-	defer v.wmu.Unlock()
-	f.state.RLock()
-	defer f.state.RUnlock()
-	h, err := f.trees.Head(ino)
+	h, unlock, err := f.lockVolume(ino)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return err
 	}
+	defer unlock()
 	if mode&(FallocPunchHole|FallocZeroRange) != 0 {
 		if err := f.zeroRange(ino, off, n, h.Size); err != nil {
 			return err
@@ -392,11 +400,11 @@ func (f *FS) CopyRange(src uint64, srcOff uint64, dst uint64, dstOff uint64, n u
 }
 
 func (f *FS) shareBlocks(src, sfirst, dst, dfirst, nblk, dend uint64) error {
-	v := f.vol(dst)
-	v.wmu.Lock()
-	defer v.wmu.Unlock()
-	f.state.RLock()
-	defer f.state.RUnlock()
+	_, unlock, err := f.lockVolume(dst)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	ms, err := f.trees.Lookup(src, sfirst, nblk)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)

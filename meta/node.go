@@ -8,9 +8,9 @@ import (
 // Tree geometry: every node has 512 slots. A leaf (level 0) maps 512
 // consecutive blocks; a node at level L covers 512^(L+1) blocks.
 const (
-	FanoutBits = 9
-	Fanout     = 1 << FanoutBits
-	MaxHeight  = 7 // 512^7 blocks: far beyond any volume (2^63 bytes)
+	FanoutBits  = 9
+	Fanout      = 1 << FanoutBits
+	MaxHeight   = 7 // 512^7 blocks: far beyond any volume (2^63 bytes)
 	nodeVersion = 1
 )
 

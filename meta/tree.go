@@ -726,7 +726,7 @@ func (t *Trees) SegRefs() map[uint64]int64 {
 
 // Flushed is what one Flush wrote, so a failed commit can be retried.
 type Flushed struct {
-	nodes map[uint64]*node
+	nodes                         map[uint64]*node
 	freed, rc, heads, drops, segs map[uint64]bool
 	// Dead lists segments that no tree references once the batch commits.
 	Dead []uint64
