@@ -21,4 +21,5 @@ var (
 	ErrLocked       = errors.New("fs: data dir in use")
 	ErrCorrupt      = errors.New("fs: corrupt metadata")
 	ErrXattrRange   = errors.New("fs: xattr value too large")
+	ErrBusy         = errors.New("fs: file is open for writing")
 )

@@ -50,11 +50,14 @@ type FS struct {
 
 	stop chan struct{}
 	done chan struct{}
+
+	invalidate func(ino uint64) // set by the binding; may be nil
 }
 
 type volume struct {
-	wmu   sync.Mutex
-	opens int
+	wmu     sync.Mutex
+	opens   int
+	writers int // opens that may write
 }
 
 // Open locks the data dir, opens the metadata and the block log, reclaims

@@ -235,7 +235,7 @@ func TestOrphanLivesUntilRelease(t *testing.T) {
 	dir := t.TempDir()
 	f := openTest(t, dir, store)
 	ino := create(t, f, "tmp")
-	f.Open(ino)
+	f.Open(ino, true)
 	f.WriteAt(ino, bytes.Repeat([]byte{9}, 1<<20), 0)
 	if err := f.Unlink(meta.RootIno, "tmp"); err != nil {
 		t.Fatal(err)
@@ -243,7 +243,7 @@ func TestOrphanLivesUntilRelease(t *testing.T) {
 	if got := readAll(t, f, ino, 1<<20); len(got) != 1<<20 || got[0] != 9 {
 		t.Fatal("unlinked open file unreadable")
 	}
-	f.Release(ino)
+	f.Release(ino, true)
 	if _, err := f.GetAttr(ino); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("after last release: %v", err)
 	}

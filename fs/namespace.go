@@ -686,8 +686,9 @@ func (f *FS) RemoveXattr(ino uint64, name string) error {
 }
 
 // Open records an open handle on ino (a file unlinked while open lives
-// until its last Release).
-func (f *FS) Open(ino uint64) (Attr, error) {
+// until its last Release); write says it may write (rollback refuses a
+// file open for writing).
+func (f *FS) Open(ino uint64, write bool) (Attr, error) {
 	// Under nsMu, so that an unlink either sees the handle or deletes the
 	// inode before the open can find it.
 	f.nsMu.Lock()
@@ -699,8 +700,18 @@ func (f *FS) Open(ino uint64) (Attr, error) {
 	v := f.vol(ino)
 	f.vmu.Lock()
 	v.opens++
+	if write {
+		v.writers++
+	}
 	f.vmu.Unlock()
 	return a, nil
+}
+
+func (f *FS) openForWrite(ino uint64) bool {
+	f.vmu.Lock()
+	defer f.vmu.Unlock()
+	v := f.vols[ino]
+	return v != nil && v.writers > 0
 }
 
 func (f *FS) isOpen(ino uint64) bool {
@@ -710,13 +721,17 @@ func (f *FS) isOpen(ino uint64) bool {
 	return v != nil && v.opens > 0
 }
 
-// Release drops an open handle; the last one of an unlinked file deletes it.
-func (f *FS) Release(ino uint64) error {
+// Release drops an open handle (write as given to Open); the last one of
+// an unlinked file deletes it.
+func (f *FS) Release(ino uint64, write bool) error {
 	f.vmu.Lock()
 	v := f.vols[ino]
 	last := false
 	if v != nil && v.opens > 0 {
 		v.opens--
+		if write && v.writers > 0 {
+			v.writers--
+		}
 		last = v.opens == 0
 	}
 	f.vmu.Unlock()

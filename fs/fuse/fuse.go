@@ -80,6 +80,10 @@ func Mount(f *vfs.FS, mnt string, o Options) (*gofuse.Server, error) {
 
 func (r *rawFS) String() string { return "vafs" }
 
+// writable tells whether open flags allow writing (the kernel passes the
+// same flags to release).
+func writable(flags uint32) bool { return flags&syscall.O_ACCMODE != syscall.O_RDONLY }
+
 func fillAttr(a vfs.Attr, out *gofuse.Attr) {
 	out.Ino = a.Ino
 	out.Size = a.Size
@@ -259,7 +263,7 @@ func (r *rawFS) Create(_ <-chan struct{}, in *gofuse.CreateIn, name string, out 
 	if err != nil {
 		return r.errno("create", err)
 	}
-	if _, err := r.fs.Open(a.Ino); err != nil {
+	if _, err := r.fs.Open(a.Ino, writable(in.Flags)); err != nil {
 		return r.errno("create", err)
 	}
 	fillEntry(a, &out.EntryOut)
@@ -268,12 +272,12 @@ func (r *rawFS) Create(_ <-chan struct{}, in *gofuse.CreateIn, name string, out 
 }
 
 func (r *rawFS) Open(_ <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
-	a, err := r.fs.Open(in.NodeId)
+	a, err := r.fs.Open(in.NodeId, writable(in.Flags))
 	if err != nil {
 		return r.errno("open", err)
 	}
 	if a.IsDir() {
-		r.fs.Release(in.NodeId)
+		r.fs.Release(in.NodeId, writable(in.Flags))
 		return gofuse.EISDIR
 	}
 	out.Fh = in.NodeId
@@ -312,7 +316,7 @@ func (r *rawFS) Lseek(_ <-chan struct{}, in *gofuse.LseekIn, out *gofuse.LseekOu
 }
 
 func (r *rawFS) Release(_ <-chan struct{}, in *gofuse.ReleaseIn) {
-	if err := r.fs.Release(in.NodeId); err != nil {
+	if err := r.fs.Release(in.NodeId, writable(in.Flags)); err != nil {
 		r.lg.Printf("release %d: %v", in.NodeId, err)
 	}
 }
