@@ -67,7 +67,10 @@ func jobArgs(cfg *config, r row) []string {
 }
 
 // prefillArgs write the whole file once, sequentially, and fsync at the end.
-func prefillArgs(cfg *config) []string {
+func prefillArgs(cfg *config) []string { return fillArgs(cfg.size) }
+
+// fillArgs write size bytes once, sequentially, and fsync at the end.
+func fillArgs(size int64) []string {
 	return []string{
 		"--name=prefill",
 		"--rw=write",
@@ -75,9 +78,15 @@ func prefillArgs(cfg *config) []string {
 		"--ioengine=psync",
 		"--iodepth=1",
 		"--direct=1",
-		"--size=" + strconv.FormatInt(cfg.size, 10),
+		"--size=" + strconv.FormatInt(size, 10),
 		"--end_fsync=1",
 	}
+}
+
+// fill writes file (size bytes) once, sequentially, with fillArgs.
+func fill(ctx context.Context, outDir, id, file string, size int64) error {
+	_, err := fioRun(ctx, outDir, id, file, fillArgs(size), 30*time.Minute)
+	return err
 }
 
 func seconds(d time.Duration) string { return strconv.Itoa(int(d/time.Second)) + "s" }
@@ -122,11 +131,16 @@ func runJob(ctx context.Context, cfg *config, t *target, r row) (measurement, er
 	}, nil
 }
 
-// fio runs one job against t.file and decodes its JSON output, which goes
-// to a file (stdout can carry warnings before the JSON).
+// fio runs one job against t.file and decodes its JSON output.
 func fio(ctx context.Context, cfg *config, t *target, id string, args []string, timeout time.Duration) (*fioOutput, error) {
-	outPath := filepath.Join(t.dir, "fio-"+id+".json")
-	args = append(args, "--filename="+t.file, "--output-format=json", "--output="+outPath)
+	return fioRun(ctx, t.dir, id, t.file, args, timeout)
+}
+
+// fioRun runs one job against file and decodes its JSON output, which goes
+// to outDir/fio-ID.json (stdout can carry warnings before the JSON).
+func fioRun(ctx context.Context, outDir, id, file string, args []string, timeout time.Duration) (*fioOutput, error) {
+	outPath := filepath.Join(outDir, "fio-"+id+".json")
+	args = append(append([]string(nil), args...), "--filename="+file, "--output-format=json", "--output="+outPath)
 	if _, err := runCmd(ctx, timeout, "fio", args...); err != nil {
 		return nil, err
 	}

@@ -1,7 +1,9 @@
-// Command bench measures vafs against its yardsticks with fio, in one run,
-// and writes the side-by-side table to docs/bench.md.
+// Command bench measures vafs against its yardsticks, in one run, and
+// writes the report to docs/bench.md. The report has four sections; each
+// can be run alone with -sections.
 //
-// Targets (columns), all on the same disk, under one work directory:
+// fio: fio against four targets (columns), all on the same disk, under one
+// work directory:
 //
 //	plain     a plain file on the host file system: the ceiling
 //	qsd       a qcow2 image exported as a file by qemu-storage-daemon's FUSE export
@@ -13,21 +15,34 @@
 // queue depth 1 and libaio at queue depth 16. Every target is prefilled
 // with a sequential write first, so reads hit real data, not holes.
 //
-// The loopback and vafs targets need root and /dev/fuse; qsd needs fuse3
-// (qemu-storage-daemon links libfuse3). The command always unmounts what it
-// mounted and stops what it started, also on failure and on SIGINT/SIGTERM.
+// clone: how long a copy of a fully written 1 GiB and 10 GiB volume takes:
+// `vafs clone`, `cp --reflink=auto` on the mount, `cp` of a plain file and
+// `qemu-img create -b` of a qcow2 overlay (clone.go).
+//
+// depth: 4k random reads after 0, 10, 100 and 1,000 snapshots, next to a
+// vafs volume with the same writes and no snapshots and to qcow2 backing
+// chains of the same depth (depth.go).
+//
+// meta: metadata bytes per data byte after sequential and random writes
+// (metasize.go).
+//
+// The loopback and vafs targets and the clone, depth and meta sections
+// need root and /dev/fuse; qsd needs fuse3 (qemu-storage-daemon links
+// libfuse3). The command always unmounts what it mounted and stops what it
+// started, also on failure and on SIGINT/SIGTERM.
 //
 // It uses the standard library only, so it runs with `go run` and no setup.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -35,19 +50,31 @@ import (
 
 // config is what the flags decide.
 type config struct {
-	quick   bool
-	targets []string
-	vafsBin string
-	workDir string
-	out     string
-	keep    bool
-	size    int64         // bytes per target file
-	runtime time.Duration // measured part of each job
-	ramp    time.Duration // warm-up before measuring
-	started time.Time
+	quick    bool
+	sections []string
+	targets  []string
+	vafsBin  string
+	workDir  string
+	out      string
+	keep     bool
+	size     int64         // bytes per fio target file, and of the depth section's volumes
+	runtime  time.Duration // measured part of each job
+	ramp     time.Duration // warm-up before measuring
+	started  time.Time
+
+	cloneSizes  []int64       // clone: volume sizes
+	runs        int           // clone: timed runs per operation, at most
+	runBudget   time.Duration // clone: no new run of an operation once its runs took this long
+	depths      []int         // depth: snapshot counts to measure at, ascending
+	roundWrites int           // depth: random 4k writes before each snapshot
+	metaSeq     int64         // meta: bytes written sequentially
+	metaRand    int64         // meta: bytes written in random 4k writes
 }
 
-var allTargets = []string{"plain", "qsd", "loopback", "vafs"}
+var (
+	allTargets  = []string{"plain", "qsd", "loopback", "vafs"}
+	allSections = []string{"fio", "clone", "depth", "meta"}
+)
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:])
@@ -71,9 +98,14 @@ func main() {
 func parseFlags(args []string) (*config, error) {
 	fset := flag.NewFlagSet("bench", flag.ContinueOnError)
 	cfg := &config{started: time.Now()}
-	var targets string
-	fset.BoolVar(&cfg.quick, "quick", false, "smoke run: 3 s jobs on 256 MiB files; writes no report unless -out is given")
-	fset.StringVar(&targets, "targets", strings.Join(allTargets, ","), "comma-separated subset of "+strings.Join(allTargets, ","))
+	var targets, sections, cloneSizes, depths string
+	fset.BoolVar(&cfg.quick, "quick", false, "smoke run: 3 s jobs on 256 MiB files, clones of 64 and 640 MiB, depths 0,10,100, "+
+		"512/128 MiB for meta; writes no report unless -out is given")
+	fset.StringVar(&sections, "sections", strings.Join(allSections, ","), "comma-separated subset of "+strings.Join(allSections, ",")+
+		"; a subset writes no report unless -out is given")
+	fset.StringVar(&targets, "targets", strings.Join(allTargets, ","), "fio section: comma-separated subset of "+strings.Join(allTargets, ","))
+	fset.StringVar(&cloneSizes, "clone-sizes", "", "clone section: comma-separated volume sizes (default 1G,10G; 64M,640M with -quick)")
+	fset.StringVar(&depths, "depths", "", "depth section: comma-separated snapshot counts (default 0,10,100,1000; 0,10,100 with -quick)")
 	fset.StringVar(&cfg.vafsBin, "vafs", "bin/vafs", "vafs binary (used for the loopback and vafs targets)")
 	fset.StringVar(&cfg.workDir, "work", "/var/tmp/vafs-bench", "work directory; every target lives under it, on the same disk")
 	fset.StringVar(&cfg.out, "out", "docs/bench.md", "Markdown report to write (\"\" for none)")
@@ -92,35 +124,58 @@ func parseFlags(args []string) (*config, error) {
 	})
 
 	cfg.size, cfg.runtime, cfg.ramp = 1<<30, 12*time.Second, 2*time.Second
+	cfg.cloneSizes, cfg.runs, cfg.runBudget = []int64{1 << 30, 10 << 30}, 9, 30*time.Second
+	cfg.depths, cfg.roundWrites = []int{0, 10, 100, 1000}, 64
+	cfg.metaSeq, cfg.metaRand = 4<<30, 1<<30
 	if cfg.quick {
 		cfg.size, cfg.runtime, cfg.ramp = 256<<20, 3*time.Second, 1*time.Second
+		cfg.cloneSizes, cfg.runs, cfg.runBudget = []int64{64 << 20, 640 << 20}, 5, 10*time.Second
+		cfg.depths = []int{0, 10, 100}
+		cfg.metaSeq, cfg.metaRand = 512<<20, 128<<20
 		// A smoke run must not overwrite the published figures by accident.
 		if !outSet {
 			cfg.out = ""
 		}
 	}
-
-	seen := map[string]bool{}
-	for _, t := range strings.Split(targets, ",") {
-		t = strings.TrimSpace(t)
-		if t == "" {
-			continue
-		}
-		if !contains(allTargets, t) {
-			return nil, fmt.Errorf("unknown target %q (want some of %s)", t, strings.Join(allTargets, ","))
-		}
-		seen[t] = true
-	}
-	for _, t := range allTargets { // keep the canonical column order
-		if seen[t] {
-			cfg.targets = append(cfg.targets, t)
+	if cloneSizes != "" {
+		cfg.cloneSizes = nil
+		for _, f := range strings.Split(cloneSizes, ",") {
+			n, err := parseSize(strings.TrimSpace(f))
+			if err != nil {
+				return nil, fmt.Errorf("-clone-sizes: %w", err)
+			}
+			cfg.cloneSizes = append(cfg.cloneSizes, n)
 		}
 	}
-	if len(cfg.targets) == 0 {
-		return nil, errors.New("no targets selected")
+	if depths != "" {
+		cfg.depths = nil
+		for _, f := range strings.Split(depths, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 0 {
+				return nil, fmt.Errorf("-depths: %q is not a snapshot count", f)
+			}
+			cfg.depths = append(cfg.depths, n)
+		}
+		sort.Ints(cfg.depths)
+		if cfg.depths[0] != 0 {
+			// Ratios are against depth 0.
+			cfg.depths = append([]int{0}, cfg.depths...)
+		}
 	}
 
 	var err error
+	if cfg.sections, err = subset("section", sections, allSections); err != nil {
+		return nil, err
+	}
+	// A partial report must not overwrite the published one by accident.
+	if len(cfg.sections) != len(allSections) && !outSet {
+		cfg.out = ""
+	}
+
+	if cfg.targets, err = subset("target", targets, allTargets); err != nil {
+		return nil, err
+	}
+
 	if cfg.vafsBin, err = filepath.Abs(cfg.vafsBin); err != nil {
 		return nil, err
 	}
@@ -133,6 +188,48 @@ func parseFlags(args []string) (*config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// subset parses a comma-separated list of names from all, and returns
+// them in the order of all (the canonical column or section order).
+func subset(what, list string, all []string) ([]string, error) {
+	seen := map[string]bool{}
+	for _, x := range strings.Split(list, ",") {
+		x = strings.TrimSpace(x)
+		if x == "" {
+			continue
+		}
+		if !contains(all, x) {
+			return nil, fmt.Errorf("unknown %s %q (want some of %s)", what, x, strings.Join(all, ","))
+		}
+		seen[x] = true
+	}
+	var out []string
+	for _, x := range all {
+		if seen[x] {
+			out = append(out, x)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no %ss selected", what)
+	}
+	return out, nil
+}
+
+// parseSize reads 512M, 10G, 4096 (bytes).
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "G"):
+		mult, s = 1<<30, strings.TrimSuffix(s, "G")
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "M")
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a size (like 512M or 10G)", s)
+	}
+	return n * mult, nil
 }
 
 func contains(list []string, s string) bool {
@@ -178,74 +275,42 @@ func run(ctx context.Context, cfg *config) (err error) {
 	}()
 
 	env := collectEnv(ctx, cfg)
-	var ready []*target
-	failed := map[string]string{}
-	for _, name := range cfg.targets {
-		t := newTarget(name, cfg)
-		logf("setting up %s", name)
-		if err := t.setup(ctx, &td); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			logf("%s: not measured: %v", name, err)
-			failed[name] = err.Error()
-			continue
+	var outs []*sectionOut
+	var failed []string
+	for _, name := range cfg.sections {
+		logf("section %s", name)
+		out, err := sections[name](ctx, cfg, &td)
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		ready = append(ready, t)
-	}
-	if len(ready) == 0 {
-		return errors.New("no target could be set up")
+		if out == nil {
+			out = &sectionOut{name: name, title: name}
+		}
+		out.name = name
+		if err != nil {
+			logf("section %s: %v", name, err)
+			out.err = err
+			failed = append(failed, name)
+		}
+		outs = append(outs, out)
 	}
 
-	for _, t := range ready {
-		logf("prefilling %s (%s sequential write)", t.name, sizeString(cfg.size))
-		if err := prefill(ctx, cfg, t); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			logf("%s: not measured: prefill: %v", t.name, err)
-			failed[t.name] = "prefill: " + err.Error()
-			t.broken = true
-		}
-	}
-
-	res := results{}
-	for _, r := range rows {
-		for _, t := range ready {
-			if t.broken {
-				continue
-			}
-			logf("%-22s %s", r.label(), t.name)
-			m, err := runJob(ctx, cfg, t, r)
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				logf("%s: %s failed: %v", t.name, r.label(), err)
-				res.set(r, t.name, measurement{err: err})
-				continue
-			}
-			res.set(r, t.name, m)
-		}
-	}
-
-	report := renderReport(cfg, env, res, failed)
+	rep := renderReport(cfg, env, outs)
 	fmt.Println()
-	fmt.Print(report.table)
-	for name, why := range failed {
-		fmt.Printf("\n%s: not measured: %s\n", name, why)
-	}
+	fmt.Print(rep.terminal)
 	if cfg.out != "" {
 		if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
 			return err
 		}
-		if err := os.WriteFile(cfg.out, []byte(report.markdown), 0o644); err != nil {
+		if err := os.WriteFile(cfg.out, []byte(rep.markdown), 0o644); err != nil {
 			return err
 		}
 		logf("wrote %s", cfg.out)
+	} else {
+		logf("no report written (-quick or a subset of -sections; pass -out to write one)")
 	}
-	if len(failed) != 0 || res.anyError() {
-		return errors.New("some targets or jobs failed; see above")
+	if len(failed) != 0 {
+		return fmt.Errorf("sections %s failed or measured only in part; see above", strings.Join(failed, ", "))
 	}
 	return nil
 }
@@ -254,11 +319,17 @@ func run(ctx context.Context, cfg *config) (err error) {
 func preflight(cfg *config) error {
 	var missing []string
 	need := []string{"fio"}
-	for _, t := range cfg.targets {
-		switch t {
-		case "qsd":
-			need = append(need, "qemu-img", "qemu-storage-daemon")
-		}
+	if contains(cfg.sections, "fio") && contains(cfg.targets, "qsd") {
+		need = append(need, "qemu-img", "qemu-storage-daemon")
+	}
+	if contains(cfg.sections, "clone") {
+		need = append(need, "qemu-img", "cp", "du")
+	}
+	if contains(cfg.sections, "depth") {
+		need = append(need, "qemu-img", "qemu-io", "qemu-storage-daemon")
+	}
+	if contains(cfg.sections, "meta") {
+		need = append(need, "du")
 	}
 	for _, bin := range need {
 		if _, err := lookPath(bin); err != nil {
@@ -268,20 +339,33 @@ func preflight(cfg *config) error {
 	if len(missing) != 0 {
 		return fmt.Errorf("missing %s (run `npx -y rust-just setup`)", strings.Join(missing, ", "))
 	}
-	for _, t := range cfg.targets {
-		switch t {
-		case "loopback", "vafs":
+	// What needs a FUSE mount: fio targets, and sections that mount vafs.
+	type user struct{ what, name, drop string }
+	var users []user
+	if contains(cfg.sections, "fio") {
+		for _, t := range cfg.targets {
+			users = append(users, user{"target", t, "-targets"})
+		}
+	}
+	for _, s := range cfg.sections {
+		if s != "fio" {
+			users = append(users, user{"section", s, "-sections"})
+		}
+	}
+	for _, u := range users {
+		if u.name == "plain" {
+			continue
+		}
+		if u.name != "qsd" {
 			if os.Geteuid() != 0 {
-				return fmt.Errorf("target %s needs root (it mounts with mount(2)); run as root or drop it with -targets", t)
+				return fmt.Errorf("%s %s needs root (it mounts with mount(2)); run as root or drop it with %s", u.what, u.name, u.drop)
 			}
 			if _, err := os.Stat(cfg.vafsBin); err != nil {
-				return fmt.Errorf("target %s needs the vafs binary: %v (run `npx -y rust-just build` or pass -vafs)", t, err)
+				return fmt.Errorf("%s %s needs the vafs binary: %v (run `npx -y rust-just build` or pass -vafs)", u.what, u.name, err)
 			}
-			fallthrough
-		case "qsd":
-			if _, err := os.Stat("/dev/fuse"); err != nil {
-				return fmt.Errorf("target %s needs /dev/fuse: %v", t, err)
-			}
+		}
+		if _, err := os.Stat("/dev/fuse"); err != nil {
+			return fmt.Errorf("%s %s needs /dev/fuse: %v", u.what, u.name, err)
 		}
 	}
 	return nil

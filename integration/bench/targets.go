@@ -63,25 +63,38 @@ func setupQSD(ctx context.Context, cfg *config, t *target, td *teardown) error {
 		return err
 	}
 	img := filepath.Join(t.dir, "img.qcow2")
-	export := filepath.Join(t.dir, "export.raw")
 	if _, err := runCmd(ctx, time.Minute, "qemu-img", "create", "-q", "-f", "qcow2", img, strconv.FormatInt(cfg.size, 10)); err != nil {
 		return err
 	}
+	export, err := exportQcow2(ctx, t.dir, img, "qsd", td)
+	if err != nil {
+		return err
+	}
+	t.file = export
+	return nil
+}
+
+// exportQcow2 exports the qcow2 image img (with its backing chain, which
+// qemu opens from the image header) as the regular file dir/export.raw with
+// qemu-storage-daemon's FUSE export, and registers the daemon's stop on td.
+func exportQcow2(ctx context.Context, dir, img, name string, td *teardown) (string, error) {
+	export := filepath.Join(dir, "export.raw")
+	logPath := filepath.Join(dir, "qsd.log")
 	// The FUSE export mounts over an existing regular file.
 	if err := os.WriteFile(export, nil, 0o644); err != nil {
-		return err
+		return "", err
 	}
 	// Foreground, not --daemonize: we own the process, and SIGTERM makes it
 	// unmount the export before it exits.
-	d, err := startDaemon("qemu-storage-daemon", filepath.Join(t.dir, "qsd.log"), "qemu-storage-daemon",
+	d, err := startDaemon("qemu-storage-daemon", logPath, "qemu-storage-daemon",
 		"--blockdev", "driver=file,node-name=file0,filename="+img+",cache.direct=off",
 		"--blockdev", "driver=qcow2,node-name=q0,file=file0",
 		"--export", "type=fuse,id=e0,node-name=q0,mountpoint="+export+",writable=on",
 	)
 	if err != nil {
-		return err
+		return "", err
 	}
-	td.add("qsd", func() error {
+	td.add(name, func() error {
 		err := d.stop(15 * time.Second)
 		if uerr := ensureUnmounted(export); uerr != nil {
 			return uerr
@@ -89,10 +102,9 @@ func setupQSD(ctx context.Context, cfg *config, t *target, td *teardown) error {
 		return err
 	})
 	if err := waitMounted(ctx, export, d, 30*time.Second); err != nil {
-		return fmt.Errorf("%w (log: %s)", err, readTail(filepath.Join(t.dir, "qsd.log")))
+		return "", fmt.Errorf("%w (log: %s)", err, readTail(logPath))
 	}
-	t.file = export
-	return nil
+	return export, nil
 }
 
 func setupLoopback(ctx context.Context, cfg *config, t *target, td *teardown) error {
@@ -122,37 +134,53 @@ func setupLoopback(ctx context.Context, cfg *config, t *target, td *teardown) er
 }
 
 func setupVafs(ctx context.Context, cfg *config, t *target, td *teardown) error {
-	data, mnt := filepath.Join(t.dir, "data"), filepath.Join(t.dir, "mnt")
-	for _, d := range []string{data, mnt} {
+	m, err := mountVafs(ctx, cfg, t.dir, "vafs", td)
+	if err != nil {
+		return err
+	}
+	t.file = filepath.Join(m.mnt, "bench.raw")
+	return nil
+}
+
+// vafsMount is a vafs mount this command started: dir/data mounted on dir/mnt.
+type vafsMount struct {
+	data, mnt string
+	unmount   func() error // idempotent; also registered on the teardown
+}
+
+// mountVafs mounts a fresh vafs with its data dir and mount point under dir.
+func mountVafs(ctx context.Context, cfg *config, dir, name string, td *teardown) (*vafsMount, error) {
+	m := &vafsMount{data: filepath.Join(dir, "data"), mnt: filepath.Join(dir, "mnt")}
+	for _, d := range []string{m.data, m.mnt} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	// Register the teardown before mounting: a mount that half worked
 	// must still be undone.
-	td.add("vafs", func() error {
+	m.unmount = func() error {
 		var first error
-		if isMounted(mnt) {
-			if _, err := runCmd(context.Background(), time.Minute, cfg.vafsBin, "umount", mnt); err != nil {
+		if isMounted(m.mnt) {
+			if _, err := runCmd(context.Background(), 2*time.Minute, cfg.vafsBin, "umount", m.mnt); err != nil {
 				first = err
 			}
 		}
-		if err := ensureUnmounted(mnt); err != nil && first == nil {
+		if err := ensureUnmounted(m.mnt); err != nil && first == nil {
 			first = err
 		}
-		if err := reapByArg(cfg.vafsBin, mnt, 10*time.Second); err != nil && first == nil {
+		if err := reapByArg(cfg.vafsBin, m.mnt, 10*time.Second); err != nil && first == nil {
 			first = err
 		}
 		return first
-	})
-	if _, err := runCmd(ctx, time.Minute, cfg.vafsBin, "mount", "--background", "--data", data, mnt); err != nil {
-		return err
 	}
-	if err := waitMounted(ctx, mnt, nil, 30*time.Second); err != nil {
-		return err
+	td.add(name, m.unmount)
+	if _, err := runCmd(ctx, time.Minute, cfg.vafsBin, "mount", "--background", "--data", m.data, m.mnt); err != nil {
+		return nil, err
 	}
-	t.file = filepath.Join(mnt, "bench.raw")
-	return nil
+	if err := waitMounted(ctx, m.mnt, nil, 30*time.Second); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func readTail(path string) string {
