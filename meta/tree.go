@@ -321,6 +321,21 @@ func (t *Trees) SetAttrs(vol, size uint64, mtime, ctime int64) error {
 	return nil
 }
 
+// Extend raises a volume's size to at least size and sets its times (a
+// write). Atomic with respect to other writes of the same volume.
+func (t *Trees) Extend(vol, size uint64, mtime int64) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h, err := t.head(vol)
+	if err != nil {
+		return err
+	}
+	h.Size = max(h.Size, size)
+	h.Mtime, h.Ctime = mtime, mtime
+	t.dirtyHead(vol, h)
+	return nil
+}
+
 // ---- the mapping operations ----
 
 type op struct {
