@@ -286,7 +286,7 @@ func fillQcow2(ctx context.Context, img string, size int64) error {
 // checkSnapshots makes sure the volume really has depth snapshots: a
 // figure at depth 1,000 means nothing if the snapshots were not taken.
 func checkSnapshots(ctx context.Context, cfg *config, file string, depth int) error {
-	out, err := runCmd(ctx, time.Minute, cfg.vafsBin, "snapshot", "list", file, "--json")
+	out, err := runCmd(ctx, time.Minute, cfg.vafsBin, "snapshot", "list", "--json", file)
 	if err != nil {
 		return err
 	}

@@ -115,7 +115,7 @@ func metaAt(ctx context.Context, cfg *config, td *teardown, r *metaResult) (err 
 
 func metaMethod(cfg *config) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "For each workload: a fresh vafs mount, one new file written by one fio job, then `vafs df MNT --json` "+
+	fmt.Fprintf(&b, "For each workload: a fresh vafs mount, one new file written by one fio job, then `vafs df --json MNT` "+
 		"(its `metadata` is Pebble's own figure for its disk usage, while mounted), then `vafs umount` (which returns once the "+
 		"mount process has flushed and exited) and `du -sb DATA/meta` (every file of the Pebble database: tables, WAL, "+
 		"manifest) and `du -sb DATA/segments`. Figures per data byte divide by the bytes fio wrote, all of which the file "+

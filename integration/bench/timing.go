@@ -118,7 +118,7 @@ type dfUsage struct {
 }
 
 func vafsDF(ctx context.Context, cfg *config, path string) (dfUsage, error) {
-	out, err := runCmd(ctx, time.Minute, cfg.vafsBin, "df", path, "--json")
+	out, err := runCmd(ctx, time.Minute, cfg.vafsBin, "df", "--json", path)
 	if err != nil {
 		return dfUsage{}, err
 	}
