@@ -159,6 +159,14 @@ func depthRun(ctx context.Context, cfg *config, td *teardown, res *depthResult) 
 		if err := checkSnapshots(ctx, cfg, files["vafs"], depth); err != nil {
 			return err
 		}
+		// Cold caches for every volume, as for the qcow2 chain's fresh
+		// daemon: what a VM reads after its host restarted.
+		if vm, err = vm.remount(ctx, cfg, "vafs (depth)", td); err != nil {
+			return err
+		}
+		if cm, err = cm.remount(ctx, cfg, "vafs (depth control)", td); err != nil {
+			return err
+		}
 		res.depths = append(res.depths, depth)
 		errs = append(errs, measureDepth(ctx, cfg, td, dir, depth, files, top, res))
 		if ctx.Err() != nil {
@@ -340,9 +348,9 @@ func depthMethod(cfg *config) string {
 		"section (4k randread, psync qd1 and libaio qd16, direct, over the whole volume, %s ramp, %s measured, "+
 		"caches dropped before each job):\n\n", strings.Join(depths, ", "), cfg.ramp, cfg.runtime)
 	fmt.Fprintf(&b, "    fio %s --filename=FILE --output-format=json\n\n", strings.Join(jobArgs(cfg, depthRows[0]), " "))
-	fmt.Fprintf(&b, "The vafs volumes are read through their mounts, which stay up during the whole section (the mount keeps its "+
-		"tree-node cache). The chain's top image is exported for each depth by a fresh qemu-storage-daemon, as in the fio section's "+
-		"`qsd` target (the backing chain opened from the image headers), and the export is read. "+
+	fmt.Fprintf(&b, "Every volume is read with cold caches: before each depth both vafs data dirs are unmounted (`vafs umount`) and "+
+		"mounted again, and the chain's top image is exported by a fresh qemu-storage-daemon, as in the fio section's "+
+		"`qsd` target (the backing chain opened from the image headers), stopped after its jobs. "+
 		"Before each depth, `vafs snapshot list --json` must show exactly that many snapshots. Ratios `×d0` are IOPS "+
 		"against the same volume at depth 0.\n")
 	return b.String()

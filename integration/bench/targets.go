@@ -190,3 +190,12 @@ func readTail(path string) string {
 	}
 	return tail(string(b), 600)
 }
+
+// remount unmounts m (flushing it) and mounts its data dir again: the new
+// mount starts with cold caches, as after a host restart.
+func (m *vafsMount) remount(ctx context.Context, cfg *config, name string, td *teardown) (*vafsMount, error) {
+	if err := m.unmount(); err != nil {
+		return nil, err
+	}
+	return mountVafs(ctx, cfg, filepath.Dir(m.data), name, td)
+}
