@@ -222,7 +222,7 @@ func renderReport(cfg *config, e env, outs []*sectionOut) report {
 		fmt.Fprintf(&b, "**This is a `-quick` smoke run (short jobs, small files): the figures are indicative only.**")
 	}
 	if len(cfg.sections) != len(allSections) {
-		fmt.Fprintf(&b, "Only the sections %s were run.", strings.Join(cfg.sections, ", "))
+		fmt.Fprintf(&b, " Only the sections %s were run.", strings.Join(cfg.sections, ", "))
 	}
 	fmt.Fprintf(&b, "\n\nSections, all from one run: ")
 	for i, o := range outs {
