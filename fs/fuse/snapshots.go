@@ -41,8 +41,9 @@ const (
 	snapBit   = uint64(1) << 63
 	// snapRoot is .snapshots, the mirror of the root directory.
 	snapRoot = mirrorBit | meta.RootIno
-	// SnapshotsDir is the name of the virtual tree in the root.
-	SnapshotsDir = ".snapshots"
+	// SnapshotsDir is the name of the virtual tree in the root (fs reserves
+	// it too).
+	SnapshotsDir = vfs.SnapshotName
 )
 
 func isVirtual(node uint64) bool   { return node&(mirrorBit|snapBit) != 0 }
