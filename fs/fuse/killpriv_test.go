@@ -110,6 +110,13 @@ func TestKillPriv(t *testing.T) {
 		t.Errorf("truncate by nobody: size %d, want 5", a.Size)
 	}
 
+	// And an unprivileged open with O_TRUNC.
+	setPriv()
+	asNobody(t, open(), ": > /proc/self/fd/3")
+	if m := mode(); m != 0o777 {
+		t.Errorf("after an O_TRUNC open by nobody: mode %o, want 777", m)
+	}
+
 	// sgid without group-exec is not a privilege and stays.
 	if err := syscall.Chmod(path, 0o2767); err != nil {
 		t.Fatal(err)
