@@ -187,22 +187,11 @@ func hideSnapshotsDir(ents []meta.DirEntry) []meta.DirEntry {
 	return ents
 }
 
-// snapLseek answers SEEK_DATA/SEEK_HOLE on a snapshot as if it had no
-// holes (fs has no hole map for snapshots yet). Never ENOSYS: that would
-// make the kernel stop sending lseek for the whole mount, and real
-// volumes would lose SEEK_DATA/SEEK_HOLE.
+// snapLseek answers SEEK_DATA/SEEK_HOLE on a snapshot from its own tree,
+// so copies of it stay sparse. Never ENOSYS: that would make the kernel
+// stop sending lseek for the whole mount.
 func (r *rawFS) snapLseek(node uint64, off uint64, whence uint32) (uint64, error) {
-	s, err := r.fs.SnapshotByID(snapID(node))
-	if err != nil {
-		return 0, err
-	}
-	if off >= s.Size {
-		return 0, vfs.ErrNoData
-	}
-	if whence == vfs.SeekData {
-		return off, nil
-	}
-	return s.Size, nil
+	return r.fs.SnapshotLseek(snapID(node), off, int(whence))
 }
 
 // invalidateTimeout bounds how long the rollback hook waits for the
