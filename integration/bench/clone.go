@@ -46,6 +46,7 @@ var cloneOps = []cloneOp{
 type cloneResult struct {
 	size      int64
 	times     map[string]samples
+	cpu       map[string]samples // CPU time (user + sys) of the CLI process, for version and clone
 	errs      map[string]error
 	allocated int64  // st_blocks × 512 of the vafs source
 	cpTrace   string // what cp --reflink=auto did on the mount, from strace
@@ -75,7 +76,7 @@ func runCloneSection(ctx context.Context, cfg *config, td *teardown) (*sectionOu
 // cloneAt measures every operation on a fresh vafs mount and a plain file
 // of one size, then removes both, so the sizes do not add up on disk.
 func cloneAt(ctx context.Context, cfg *config, size int64, td *teardown) (r *cloneResult, err error) {
-	r = &cloneResult{size: size, times: map[string]samples{}, errs: map[string]error{}}
+	r = &cloneResult{size: size, times: map[string]samples{}, cpu: map[string]samples{}, errs: map[string]error{}}
 	label := strings.ReplaceAll(sizeString(size), " ", "")
 	dir := filepath.Join(cfg.workDir, "clone", label)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -148,16 +149,17 @@ func cloneAt(ctx context.Context, cfg *config, size int64, td *teardown) (r *clo
 	logf("clone %s: vafs version and vafs clone", label)
 	var versions, diffs samples
 	r.times["clone"], r.errs["clone"] = repeat(ctx, cfg.runs, cfg.runBudget, func(i int) (time.Duration, error) {
-		dv, err := timeRun(ctx, time.Minute, cfg.vafsBin, "version")
+		dv, cv, err := timeRunCPU(ctx, time.Minute, cfg.vafsBin, "version")
 		if err != nil {
 			return 0, err
 		}
 		dst := filepath.Join(m.mnt, fmt.Sprintf("clone-%d.raw", i))
-		dc, err := timeRun(ctx, time.Minute, cfg.vafsBin, "clone", src, dst)
+		dc, cc, err := timeRunCPU(ctx, time.Minute, cfg.vafsBin, "clone", src, dst)
 		if err != nil {
 			return 0, err
 		}
 		versions, diffs = append(versions, dv), append(diffs, dc-dv)
+		r.cpu["version"], r.cpu["clone"] = append(r.cpu["version"], cv), append(r.cpu["clone"], cc)
 		if err := sameSample(src, dst, size); err != nil {
 			return 0, err
 		}
@@ -419,6 +421,17 @@ func renderClone(cfg *config, res []*cloneResult) string {
 	}
 	if len(diffs) != 0 {
 		fmt.Fprintf(&b, "Beyond process start-up (`vafs clone` − `vafs version`, paired): %s.\n", strings.Join(diffs, ", "))
+	}
+
+	var cpus []string
+	for _, r := range res {
+		if v, c := r.cpu["version"], r.cpu["clone"]; len(v) != 0 && len(c) != 0 {
+			cpus = append(cpus, fmt.Sprintf("%s: `vafs version` %s, `vafs clone` %s", sizeString(r.size), fmtDur(v.median()), fmtDur(c.median())))
+		}
+	}
+	if len(cpus) != 0 {
+		fmt.Fprintf(&b, "CPU time of the CLI process (user + sys, median; it does not grow with the machine's load as wall-clock time does): %s.\n",
+			strings.Join(cpus, "; "))
 	}
 
 	fmt.Fprintf(&b, "\nSpread (min–max) of `vafs clone`: ")

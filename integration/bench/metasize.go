@@ -42,8 +42,9 @@ func metaCases(cfg *config) []metaCase {
 type metaResult struct {
 	c        metaCase
 	df       dfUsage // while mounted, after the writes
-	meta     int64   // du -sb DATA/meta after umount
-	segments int64   // du -sb DATA/segments after umount
+	dfOK     bool
+	meta     int64 // du -sb DATA/meta after umount
+	segments int64 // du -sb DATA/segments after umount
 	err      error
 }
 
@@ -94,8 +95,11 @@ func metaAt(ctx context.Context, cfg *config, td *teardown, r *metaResult) (err 
 	if _, err := fioRun(ctx, dir, r.c.key, filepath.Join(m.mnt, "vol.raw"), r.c.args, 30*time.Minute); err != nil {
 		return err
 	}
-	if r.df, err = vafsDF(ctx, cfg, m.mnt); err != nil {
-		return err
+	// Without df the figures after umount still stand; its error is
+	// reported after them.
+	var dfErr error
+	if r.df, dfErr = vafsDF(ctx, cfg, m.mnt); dfErr == nil {
+		r.dfOK = true
 	}
 	if err := m.unmount(); err != nil {
 		return err
@@ -105,6 +109,9 @@ func metaAt(ctx context.Context, cfg *config, td *teardown, r *metaResult) (err 
 	}
 	if r.segments, err = duBytes(ctx, filepath.Join(m.data, "segments")); err != nil {
 		return err
+	}
+	if dfErr != nil {
+		return dfErr
 	}
 	// A figure per data byte needs all the data to be there.
 	if r.df.Logical != r.c.size {
@@ -142,17 +149,21 @@ func renderMeta(res []*metaResult) string {
 			continue
 		}
 		per := float64(r.meta) / float64(r.c.size)
-		line = append(line, bytesString(r.meta), pct(per), fmt.Sprintf("≤ %s", pct(r.c.goal)),
-			bytesString(r.df.Metadata), pct(float64(r.df.Metadata)/float64(r.c.size)),
-			bytesString(r.segments), pct(float64(r.segments)/float64(r.c.size)))
+		line = append(line, bytesString(r.meta), pct(per), fmt.Sprintf("≤ %s", pct(r.c.goal)))
+		if r.dfOK {
+			line = append(line, bytesString(r.df.Metadata), pct(float64(r.df.Metadata)/float64(r.c.size)))
+		} else {
+			line = append(line, "failed", "–")
+		}
+		line = append(line, bytesString(r.segments), pct(float64(r.segments)/float64(r.c.size)))
 		body = append(body, line)
-		goals = append(goals, fmt.Sprintf("%s: %s (%s ≤ %s)", r.c.label, verdict(r.err == nil, per <= r.c.goal), pct(per), pct(r.c.goal)))
+		goals = append(goals, fmt.Sprintf("%s: %s (%s ≤ %s)", r.c.label, verdict(true, per <= r.c.goal), pct(per), pct(r.c.goal)))
 	}
 	var b strings.Builder
 	b.WriteString(mdTable(header, body))
 	fmt.Fprintf(&b, "\nGoals, on DATA/meta after umount: %s.\n", strings.Join(goals, "; "))
 	for _, r := range res {
-		if r.err == nil {
+		if r.dfOK {
 			fmt.Fprintf(&b, "\n%s: `vafs df`: logical %s, physical %s, stored %s in %d segments, metadata %s.",
 				r.c.label, bytesString(r.df.Logical), bytesString(r.df.Physical), bytesString(r.df.Stored),
 				r.df.Segments, bytesString(r.df.Metadata))

@@ -68,6 +68,22 @@ func timeRun(ctx context.Context, timeout time.Duration, name string, args ...st
 	return time.Since(start), err
 }
 
+// timeRunCPU is timeRun that also returns the CPU time (user + system)
+// the process used: unlike the wall-clock time, it does not grow with
+// the load other work puts on the machine.
+func timeRunCPU(ctx context.Context, timeout time.Duration, name string, args ...string) (wall, cpu time.Duration, err error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := command(ctx, name, args...)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	wall = time.Since(start)
+	if err != nil {
+		return wall, 0, fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, tail(string(out), 800))
+	}
+	return wall, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
+}
+
 // repeat runs op (which times what it measures and returns that) up to max
 // times, and no more once the runs, preparation included, have taken
 // budget: a 10 GiB copy is run once or twice, a clone nine times. It
