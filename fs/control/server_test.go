@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -433,5 +434,23 @@ func mpF(v interface{}) []byte {
 	return b
 }
 
-var _ = bytes.NewReader
 var _ = meta.RootIno
+
+// The example in docs/control-socket.md is what the client sends.
+func TestDocExample(t *testing.T) {
+	const doc = "00 00 00 2e 84 a1 76 01 a2 6f 70 af 73 6e 61 70 73 68 6f 74 5f 63 72 65 61 74 65 a4 70 61 74 68 a9 76 6d 73 2f 61 2e 72 61 77 a4 6e 61 6d 65 a2 73 31"
+	var b bytes.Buffer
+	if err := writeFrame(&b, request{V: Version, Op: OpSnapshotCreate, Path: "vms/a.raw", Name: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(fmt.Sprintf("% x", b.Bytes())); got != doc {
+		t.Fatalf("frame\n%s\ndocs/control-socket.md says\n%s", got, doc)
+	}
+	md, err := os.ReadFile("../../docs/control-socket.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(md), doc) {
+		t.Fatal("docs/control-socket.md no longer shows the example frame")
+	}
+}
