@@ -28,8 +28,8 @@ type engine interface {
 	SnapshotDelete(ino uint64, name string) error
 	Snapshots(ino uint64) ([]fs.Snapshot, error)
 	SnapshotRollback(ino uint64, name string, force bool) error
-	Clone(src, dstParent uint64, dstName string) (fs.Attr, error)
-	CloneSnapshot(id, dstParent uint64, dstName string) (fs.Attr, error)
+	CloneWithOrigin(src, dstParent uint64, dstName, origin string) (fs.Attr, error)
+	CloneSnapshotWithOrigin(id, dstParent uint64, dstName, origin string) (fs.Attr, error)
 	Describe(ino uint64) (fs.Description, error)
 	Usage() (fs.Usage, error)
 	Compact() (fs.CompactStats, error)
@@ -226,7 +226,12 @@ func (s *Server) dispatch(req request) (interface{}, error) {
 		}
 		sn, err := s.f.SnapshotCreate(ino, req.Name)
 		if err != nil {
-			return nil, explain(err, map[string]string{KindExists: "snapshot exists"})
+			invalid := "not a regular file"
+			if !nameOK(req.Name) {
+				invalid = "invalid snapshot name (1-255 bytes, no '/', not '.' or '..')"
+			}
+			return nil, explain(err, map[string]string{KindExists: "snapshot exists", KindInvalid: invalid,
+				KindIsDir: "is a directory, not a file (snapshot its files)"})
 		}
 		return toWireSnapshot(sn), nil
 	case OpSnapshotList:
@@ -341,7 +346,7 @@ func (s *Server) clone(src, dst string) (interface{}, error) {
 		if !found {
 			return nil, &Error{Kind: KindNotFound, Msg: fmt.Sprintf("%s has no snapshot %q", snapFile, snapName)}
 		}
-		if a, err = s.f.CloneSnapshot(id, parent, name); err != nil {
+		if a, err = s.f.CloneSnapshotWithOrigin(id, parent, name, snapFile+"@"+snapName); err != nil {
 			return nil, explain(err, exists)
 		}
 	} else {
@@ -349,7 +354,7 @@ func (s *Server) clone(src, dst string) (interface{}, error) {
 		if err != nil {
 			return nil, named(err, sp)
 		}
-		if a, err = s.f.Clone(ino, parent, name); err != nil {
+		if a, err = s.f.CloneWithOrigin(ino, parent, name, sp); err != nil {
 			return nil, explain(err, exists)
 		}
 	}
@@ -368,6 +373,12 @@ func (s *Server) resolveFile(p string) (uint64, error) {
 		return 0, explain(err, map[string]string{KindNotFound: "no such file or directory", KindNotDir: "not a directory"})
 	}
 	return ino, nil
+}
+
+// nameOK is the snapshot name rule of docs/cli-snapshots.md; the engine
+// enforces it, this only picks the message for its ErrInvalid.
+func nameOK(n string) bool {
+	return len(n) >= 1 && len(n) <= fs.MaxName && n != "." && n != ".." && !strings.ContainsAny(n, "/\x00")
 }
 
 // explain gives err the text of its kind from texts (the engine's
