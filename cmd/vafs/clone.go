@@ -32,7 +32,7 @@ func runClone(c *cli.Context) error {
 	if err != nil {
 		return fail(err)
 	}
-	if src.mount != dst.mount {
+	if src.dataDir != dst.dataDir { // one data dir is one mount (its lock), whatever the bind mounts
 		return fail(fmt.Errorf("%s is on %s and %s on %s: a clone stays on its mount", a[0], src.mount, a[1], dst.mount))
 	}
 	cl, err := dial(src)

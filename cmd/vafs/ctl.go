@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -111,6 +112,9 @@ func evalExisting(p string) (string, error) {
 		r, err := filepath.EvalSymlinks(p)
 		if err == nil {
 			return filepath.Join(r, rest), nil
+		}
+		if errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED) {
+			return "", fmt.Errorf("%w (a vafs mount whose process died; vafs umount it and mount again)", err)
 		}
 		if !errors.Is(err, os.ErrNotExist) {
 			return "", err

@@ -62,6 +62,9 @@ func TestExitStatus(t *testing.T) {
 		{[]string{"compact", notVafs}, 1, "is not on a vafs mount"},
 		{[]string{"df", notVafs, "--json"}, 1, "vafs: df " + notVafs + ": " + notVafs + " is not on a vafs mount"},
 		{[]string{"describe", "--help"}, 0, "vafs describe"},
+		{[]string{"snapshot", "list", "a", "--help"}, 0, "vafs snapshot list"},
+		{[]string{"snapshot", "frobnicate", "a"}, 2, `unknown snapshot command "frobnicate"`},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
 	} {
 		out, code := runVafs(t, c.args...)
 		if code != c.code || !strings.Contains(out, c.want) {

@@ -32,6 +32,9 @@ func app() *cli.App {
 			compactCmd(),
 		},
 		HideVersion: false,
+		CommandNotFound: func(c *cli.Context, name string) {
+			exit(cli.Exit(fmt.Sprintf("unknown command %q (see vafs --help)", name), 2))
+		},
 		ExitErrHandler: func(c *cli.Context, err error) {
 			if err != nil {
 				exit(err)

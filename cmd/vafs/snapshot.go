@@ -17,6 +17,14 @@ func snapshotCmd() *cli.Command {
 	return &cli.Command{
 		Name:  "snapshot",
 		Usage: "create, list, delete and roll back to snapshots of a file on a vafs mount",
+		// Reached only when the first argument is not a subcommand.
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usageError(c, "unknown snapshot command %q", c.Args().First())
+			}
+			return cli.ShowSubcommandHelp(c)
+		},
+		ArgsUsage: "create|list|delete|rollback ...",
 		Subcommands: []*cli.Command{
 			{
 				Name:         "create",
