@@ -153,13 +153,17 @@ func (s *Server) serveConn(c net.Conn) {
 		c.Close()
 	}()
 	for {
+		// Under mu, so that Close's wake-up deadline cannot be
+		// overwritten by this one.
 		s.mu.Lock()
 		closed := s.closed
+		if !closed {
+			c.SetDeadline(time.Now().Add(idleTimeout))
+		}
 		s.mu.Unlock()
 		if closed {
 			return
 		}
-		c.SetDeadline(time.Now().Add(idleTimeout))
 		b, err := readFrame(c)
 		if err != nil {
 			switch {
