@@ -73,13 +73,10 @@ func (f *FS) Describe(ino uint64) (Description, error) {
 		return Description{}, err
 	}
 	snaps, err := f.Snapshots(ino)
-	if errors.Is(err, ErrNotSupported) {
-		snaps, err = nil, nil // TEMPORARY: until snapshots land on main
-	}
 	if err != nil {
 		return Description{}, err
 	}
-	d := Description{Ino: ino, Snapshots: snaps, Origin: originOf(in)}
+	d := Description{Ino: ino, Snapshots: snaps, Origin: in.Origin}
 
 	f.state.Lock()
 	defer f.state.Unlock()

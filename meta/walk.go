@@ -91,9 +91,6 @@ func (l *Live) Refs(seg uint64) int64 { return l.refs[seg] }
 // Leaves lists the distinct reachable leaves that map blocks into seg.
 func (l *Live) Leaves(seg uint64) []uint64 { return l.leaves[seg] }
 
-// Roots lists the root of every tree: every live head and every snapshot.
-func (t *Trees) Roots() ([]Root, error) { return t.allRoots() }
-
 // WalkLive marks every record that the trees of roots reach, visiting each
 // node once however many roots (or parents) share it. segBlocks is the
 // records per segment (the bitmaps grow for a segment that holds more).
