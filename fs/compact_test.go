@@ -397,3 +397,48 @@ func TestCompactWithSnapshotAndClone(t *testing.T) {
 	f.Close()
 	checkAllClean(t, dir, store)
 }
+
+// TestCompactorWalksOnlyWhenWorthIt: a segment whose records are shared
+// (stored count above half, true live below half) is found only by a
+// walk, which the background compactor makes at most every walkEvery and
+// only when the counts changed since its last walk.
+func TestCompactorWalksOnlyWhenWorthIt(t *testing.T) {
+	dir, store := t.TempDir(), blocks.NewMemStore()
+	f := openTest(t, dir, store)
+	defer f.Close()
+	m := files{}
+	a, b := create(t, f, "a"), create(t, f, "b")
+	m.write(t, f, a, 0, 128, 1) // S1, S2
+	s1 := segOf(t, f, a, 0)
+	m.copyRange(t, f, a, b, 0, 64)
+	m.write(t, f, a, 20, 44, 2)
+	m.write(t, f, b, 0, 10, 2)
+	m.write(t, f, b, 30, 34, 2) // S1: 30 live, counted 40
+	if err := f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.trees.SegRefs()[uint64(s1)]; n != 40 {
+		t.Fatalf("S1 count %d, want 40", n)
+	}
+	c := &compactor{f: f, walkEvery: time.Hour, sizes: map[uint64]int64{}, refused: map[uint64]bool{}}
+	c.lastWalk, c.lastRefs = time.Now(), f.trees.SegRefs()
+	if c.due() {
+		t.Fatal("due without a cheap candidate, within walkEvery")
+	}
+	c.lastWalk = time.Now().Add(-2 * time.Hour)
+	if c.due() {
+		t.Fatal("due though nothing changed since the last walk")
+	}
+	m.write(t, f, a, 100, 1, 3)
+	if !c.due() {
+		t.Fatal("not due after walkEvery with changed counts")
+	}
+	c.tick()
+	if stored(store, s1) {
+		t.Fatal("the pass did not compact the shared segment")
+	}
+	if c.due() {
+		t.Fatal("due right after a walk")
+	}
+	m.verify(t, f)
+}
