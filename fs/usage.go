@@ -152,6 +152,7 @@ func (f *FS) Usage() (Usage, error) {
 	}
 	u.Files = files
 	f.state.Lock()
+	u.Snapshots = f.trees.SnapshotCount()
 	roots, err := f.liveRoots()
 	var live *meta.Live
 	if err == nil {
@@ -165,7 +166,6 @@ func (f *FS) Usage() (Usage, error) {
 		if r.Snap == 0 {
 			u.Logical += r.Head.Blocks * BlockSize
 		} else {
-			u.Snapshots++
 			u.SnapshotLogical += r.Head.Blocks * BlockSize
 		}
 	}

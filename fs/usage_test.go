@@ -142,6 +142,14 @@ func TestUsageAndDescribeWithSharedBlocks(t *testing.T) {
 	if db.Allocated != 62*BlockSize || db.Unique != 22*BlockSize {
 		t.Fatalf("describe b after a self copy: %+v", db)
 	}
+	// A snapshot of an empty file counts, and maps nothing.
+	e, _ := f.Lookup(meta.RootIno, "empty")
+	if _, err := f.SnapshotCreate(e.Ino, "s"); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := f.Usage(); err != nil || u.Snapshots != 1 || u.SnapshotLogical != 0 || u.Files != 3 {
+		t.Fatalf("usage with an empty snapshot: %+v %v", u, err)
+	}
 	dirAttr, _ := f.Mkdir(meta.RootIno, "d", 0o755, 0, 0)
 	if _, err := f.Describe(dirAttr.Ino); !errors.Is(err, ErrIsDir) {
 		t.Fatalf("describe of a directory: %v", err)

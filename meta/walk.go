@@ -226,3 +226,11 @@ func (d *DB) RegularFiles() (int, error) {
 	}
 	return n, err
 }
+
+// SnapshotCount is the number of snapshots (empty ones included, which
+// Roots leaves out).
+func (t *Trees) SnapshotCount() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.snapByID)
+}
