@@ -492,7 +492,7 @@ func TestCompactModel(t *testing.T) {
 		}
 	}
 	var compacted int
-	for step := 0; step < 300; step++ {
+	for step := 0; step < 160; step++ {
 		switch r := rng.Intn(100); {
 		case r < 45:
 			ino := pick()
@@ -505,7 +505,7 @@ func TestCompactModel(t *testing.T) {
 				n := uint64(rng.Intn(len(m[src])-int(first)-1) + 2)
 				m.copyRange(t, f, src, dst, first, n)
 			}
-		case r < 60:
+		case r < 60 && len(snaps) < 5:
 			ino := pick()
 			s, err := f.SnapshotCreate(ino, "s"+strconv.Itoa(step))
 			if err != nil {
@@ -553,11 +553,11 @@ func TestCompactModel(t *testing.T) {
 				t.Fatal(err)
 			}
 			compacted += st.Segments
-		case r < 90:
+		case r < 94:
 			if err := f.Commit(); err != nil {
 				t.Fatal(err)
 			}
-			if rng.Intn(2) == 0 {
+			if rng.Intn(3) == 0 {
 				crash(f)
 				f = openTest(t, dir, store)
 			}
