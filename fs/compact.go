@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/vafs/vafs/blocks"
@@ -195,6 +196,7 @@ type compactor struct {
 	f                *FS
 	every, walkEvery time.Duration
 	stop, done       chan struct{}
+	stopOnce         sync.Once
 
 	// Owned by the compactor's goroutine.
 	sizes    map[uint64]int64 // sizes of sealed segments (they never change)
@@ -217,11 +219,12 @@ func (f *FS) runCompactor(every, walkEvery time.Duration) *compactor {
 }
 
 // Stop ends the background compaction, waiting for a pass in progress.
+// It may be called more than once, and on a nil compactor.
 func (c *compactor) Stop() {
 	if c == nil {
 		return
 	}
-	close(c.stop)
+	c.stopOnce.Do(func() { close(c.stop) })
 	<-c.done
 }
 

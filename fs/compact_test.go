@@ -335,6 +335,7 @@ func TestBackgroundCompactor(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	c.Stop()
+	c.Stop() // idempotent
 	m.verify(t, f)
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
