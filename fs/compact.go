@@ -208,6 +208,12 @@ type compactor struct {
 // startCompactor starts the background compaction; Close must call its
 // Stop before it stops the committer.
 func (f *FS) startCompactor() *compactor {
+	switch every := f.opts.CompactInterval; {
+	case every < 0:
+		return nil
+	case every > 0:
+		return f.runCompactor(every, max(every, compactWalkEvery))
+	}
 	return f.runCompactor(compactEvery, compactWalkEvery)
 }
 

@@ -38,6 +38,7 @@ func stored(store blocks.Store, id blocks.SegmentID) bool {
 
 // crash drops an FS the way SIGKILL would: no commit, no close.
 func crash(f *FS) {
+	f.compactor.Stop()
 	close(f.stop)
 	<-f.done
 	f.db.Close()
