@@ -123,4 +123,38 @@ func TestCommandsOnAMount(t *testing.T) {
 		t.Fatalf("got %q", out)
 	}
 	vafs(2, "snapshot", "delete", p("vms/a.raw"))
+
+	var d struct {
+		Path      string            `json:"path"`
+		Size      uint64            `json:"size"`
+		Allocated uint64            `json:"allocated"`
+		Origin    string            `json:"origin"`
+		Snapshots []json.RawMessage `json:"snapshots"`
+	}
+	if err := json.Unmarshal([]byte(vafs(0, "describe", p("vms2/a-s1.raw"), "--json")), &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Path != p("vms2/a-s1.raw") || d.Size != 5 || d.Allocated != 4096 || d.Origin != "vms/a-s1.raw" || d.Snapshots == nil {
+		t.Fatalf("describe: %+v", d)
+	}
+	out = vafs(0, "describe", p("vms/a.raw"))
+	for _, want := range []string{"path", "size", "5 B", "snapshot-only", "s2", "7 B"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("describe table lacks %q:\n%s", want, out)
+		}
+	}
+	var u map[string]uint64
+	if err := json.Unmarshal([]byte(vafs(0, "df", mnt, "--json")), &u); err != nil {
+		t.Fatal(err)
+	}
+	// vms/a.raw, vms/a-s1.raw, vms2/a.raw, vms2/a-s1.raw; the snapshot s2.
+	if u["files"] != 4 || u["snapshots"] != 1 || u["logical"] != 4*4096 || u["segments"] == 0 {
+		t.Fatalf("df: %v", u)
+	}
+	if out := vafs(0, "df", p("vms")); !strings.Contains(out, "saved by sharing") {
+		t.Fatalf("df table:\n%s", out)
+	}
+	if out := vafs(0, "compact", mnt); !strings.HasPrefix(out, "compacted ") {
+		t.Fatalf("compact: %s", out)
+	}
 }

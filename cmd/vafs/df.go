@@ -88,8 +88,8 @@ func runDF(c *cli.Context) error {
 	fmt.Fprintf(tw, "logical\t%s\tbytes mapped by files\n", human(u.Logical))
 	fmt.Fprintf(tw, "snapshot logical\t%s\tbytes mapped by snapshots\n", human(u.SnapshotLogical))
 	fmt.Fprintf(tw, "physical\t%s\tdistinct live blocks\n", human(u.Physical))
-	fmt.Fprintf(tw, "saved by sharing\t%s\t\n", human(u.Saved))
+	fmt.Fprintf(tw, "saved by sharing\t%s\n", human(u.Saved))
 	fmt.Fprintf(tw, "stored\t%s\tsegment files, %d segments (dead blocks until compacted)\n", human(u.Stored), u.Segments)
-	fmt.Fprintf(tw, "metadata\t%s\t\n", human(u.Metadata))
+	fmt.Fprintf(tw, "metadata\t%s\n", human(u.Metadata))
 	return tw.Flush()
 }

@@ -333,3 +333,85 @@ func TestDescribeDFCompactWire(t *testing.T) {
 		t.Fatalf("compact %+v, %v; want %+v", st, err, fixedCompact)
 	}
 }
+
+func TestDescribeDFCompactRoundTrip(t *testing.T) {
+	x := newFixture(t)
+	const bs = fs.BlockSize
+	x.write(x.a, pattern(5, 4*bs), 0)
+	if _, err := x.cl.SnapshotCreate("vms/a.raw", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	x.write(x.a, pattern(6, bs), 0) // block 0 now differs from s1's
+
+	d, err := x.cl.Describe("vms/a.raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Ino != x.a || d.Size != 4*bs || d.Allocated != 4*bs || d.Unique != bs || d.Shared != 3*bs ||
+		d.SnapshotOnly != bs || d.Origin != "" || len(d.Snapshots) != 1 || d.Snapshots[0].Name != "s1" || d.Snapshots[0].Size != 4*bs {
+		t.Fatalf("describe a.raw: %+v", d)
+	}
+	if _, err := x.cl.Clone("vms/a.raw", "vms/b.raw"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.cl.Clone(".snapshots/vms/a.raw/s1", "c.raw"); err != nil {
+		t.Fatal(err)
+	}
+	for path, origin := range map[string]string{"vms/b.raw": "vms/a.raw", "c.raw": "vms/a.raw@s1"} {
+		d, err := x.cl.Describe(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Origin != origin || d.Unique != 0 || d.Shared != 4*bs || len(d.Snapshots) != 0 {
+			t.Fatalf("describe %s: %+v, want origin %q, all shared", path, d, origin)
+		}
+	}
+	_, err = x.cl.Describe("vms")
+	wantKind(t, "describe a directory", err, KindIsDir, fs.ErrIsDir)
+	_, err = x.cl.Describe("vms/missing")
+	wantKind(t, "describe a missing file", err, KindNotFound, fs.ErrNotFound)
+
+	u, err := x.cl.Usage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a, b, c map 4 blocks each, s1 4; distinct: s1's 4 and a's new block 0.
+	if u.Files != 3 || u.Snapshots != 1 || u.Logical != 12*bs || u.SnapshotLogical != 4*bs || u.Physical != 5*bs ||
+		u.Saved != 11*bs || u.Segments < 1 || u.Stored < u.Physical || u.Metadata == 0 {
+		t.Fatalf("df: %+v", u)
+	}
+
+	// Make sealed segments mostly dead: write 200 blocks (the fixture's
+	// segments hold 64), then overwrite 3 of every 4.
+	model := pattern(10, 200*bs)
+	x.write(x.a, model, 0)
+	for i := 0; i < 200; i++ {
+		if i%4 != 0 {
+			p := pattern(byte(20+i), bs)
+			copy(model[i*bs:], p)
+			x.write(x.a, p, int64(i*bs))
+		}
+	}
+	if err := x.f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := x.cl.Usage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := x.cl.Compact()
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := x.cl.Usage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("compact: %+v; stored %d -> %d", st, before.Stored, after.Stored)
+	if st.Segments == 0 || st.Moved == 0 || st.Freed == 0 || after.Stored >= before.Stored || after.Physical != before.Physical {
+		t.Fatalf("compaction: %+v, stored %d -> %d, physical %d -> %d", st, before.Stored, after.Stored, before.Physical, after.Physical)
+	}
+	if got := x.read(x.a, 200*bs); !bytes.Equal(got, model) {
+		t.Fatal("content changed by compaction")
+	}
+}
