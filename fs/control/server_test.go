@@ -454,3 +454,15 @@ func TestDocExample(t *testing.T) {
 		t.Fatal("docs/control-socket.md no longer shows the example frame")
 	}
 }
+
+// Keys a v1 server does not know are ignored (docs/control-socket.md), so
+// that optional fields can be added without a version bump.
+func TestUnknownFieldsIgnored(t *testing.T) {
+	_, dir := start(t, openFS(t))
+	c := rawConn(t, dir)
+	c.Write(frame(mp(t, map[string]interface{}{"v": 1, "op": "snapshot_list", "path": "", "future": []int{1, 2}})))
+	r := readResp(t, c)
+	if r.Kind != KindInvalid || !strings.Contains(r.Err, "root") {
+		t.Fatalf("got %q (%s), want the op's own %s error", r.Err, r.Kind, KindInvalid)
+	}
+}
