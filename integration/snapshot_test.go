@@ -1,0 +1,466 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Snapshots through the CLI (docs/cli-snapshots.md): create, list, delete,
+// rollback, and the read-only files under MOUNT/.snapshots.
+
+// TestSnapshotLifecycle walks one volume through several states, snapshotting
+// each, and checks every snapshot's content through MOUNT/.snapshots (cmp and
+// qemu-img convert), the refusals (EROFS, exit 1), list in text and JSON, delete,
+// and rollback (refused while open for writing, --force, caches dropped).
+func TestSnapshotLifecycle(t *testing.T) {
+	requireTools(t, "cmp", "qemu-img", "cp")
+	requireCommands(t, "snapshot", "clone")
+	data, mnt := newDirs(t)
+	m := startMount(t, data, mnt)
+	if err := os.Mkdir(m.Path("vms"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const rel = "vms/a.raw"
+	file := m.Path(rel)
+	saved := t.TempDir() // copies of each state, off the mount
+	save := func(name string) string {
+		t.Helper()
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(saved, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	// s1: 8 MiB written.
+	writeFileSync(t, file, pattern(8*MiB, 1, 0))
+	copies := map[string]string{"s1": save("s1")}
+	mustVafs(t, "snapshot", "create", file, "s1")
+	expectVafsFail(t, 1, []string{"exist"}, "snapshot", "create", file, "s1")
+
+	// s2: part overwritten, grown to 12 MiB, with a hole in the middle.
+	writeAtSync(t, file, pattern(MiB, 2, 3*MiB), 3*MiB)
+	writeAtSync(t, file, pattern(64*KiB, 2, 12*MiB-64*KiB), 12*MiB-64*KiB)
+	copies["s2"] = save("s2")
+	mustVafs(t, "snapshot", "create", file, "s2")
+
+	// s3: shrunk to 5 MiB + 100 bytes, then written without fsync: a snapshot
+	// freezes what readers see, not only what was fsynced.
+	if err := os.Truncate(file, 5*MiB+100); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(os.Getenv("VAFS_MOUNT_FLAGS"), "writeback") {
+		f, err := os.OpenFile(file, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeAt(t, f, pattern(8*KiB, 3, 0), 0)
+		f.Close()
+	} else {
+		writeAtSync(t, file, pattern(8*KiB, 3, 0), 0)
+	}
+	copies["s3"] = save("s3")
+	mustVafs(t, "snapshot", "create", file, "s3")
+
+	// The head moves on: 10 MiB.
+	writeAtSync(t, file, pattern(10*MiB, 4, 0), 0)
+	head := save("head")
+
+	// Names: 255 bytes is the limit; '/', '.', '..' and empty are refused.
+	long := strings.Repeat("n", 255)
+	mustVafs(t, "snapshot", "create", file, long)
+	for _, bad := range []string{strings.Repeat("n", 256), "a/b", ".", "..", ""} {
+		expectVafsFail(t, 1, nil, "snapshot", "create", file, bad)
+	}
+	mustVafs(t, "snapshot", "delete", file, long)
+	// Usage errors.
+	expectVafsFail(t, 2, nil, "snapshot", "create", file)
+	expectVafsFail(t, 2, nil, "snapshot", "delete", file)
+	expectVafsFail(t, 2, nil, "snapshot", "rollback", file)
+	expectVafsFail(t, 2, nil, "snapshot", "list")
+	expectVafsFail(t, 2, nil, "snapshot", "list", file, "--no-such-flag")
+	// Not a file on a vafs mount.
+	expectVafsFail(t, 1, nil, "snapshot", "create", filepath.Join(saved, "s1"), "x")
+	expectVafsFail(t, 1, nil, "snapshot", "create", m.Path("vms", "missing.raw"), "x")
+	expectVafsFail(t, 1, nil, "snapshot", "create", m.Path("vms"), "x")
+
+	sizes := map[string]int64{"s1": 8 * MiB, "s2": 12 * MiB, "s3": 5*MiB + 100}
+	checkList := func(when string, want []string) []snapInfo {
+		t.Helper()
+		list := snapList(t, file)
+		if got := snapNames(list); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: snapshot list --json names %v, want %v (oldest first)", when, got, want)
+			return list
+		}
+		ids := map[uint64]bool{}
+		var prev time.Time
+		for _, s := range list {
+			if s.Size != uint64(sizes[s.Name]) {
+				t.Errorf("%s: snapshot %s size %d, want %d", when, s.Name, s.Size, sizes[s.Name])
+			}
+			if s.Allocated > s.Size+4096 || s.Allocated == 0 {
+				t.Errorf("%s: snapshot %s allocated %d for size %d", when, s.Name, s.Allocated, s.Size)
+			}
+			if ids[s.ID] {
+				t.Errorf("%s: snapshot id %d repeats", when, s.ID)
+			}
+			ids[s.ID] = true
+			c, err := time.Parse(time.RFC3339, s.Created)
+			if err != nil {
+				t.Errorf("%s: snapshot %s created %q is not RFC 3339: %v", when, s.Name, s.Created, err)
+			} else if c.Before(prev) || time.Since(c) > time.Hour || time.Until(c) > time.Minute {
+				t.Errorf("%s: snapshot %s created %v (previous %v, now %v)", when, s.Name, c, prev, time.Now())
+			} else {
+				prev = c
+			}
+		}
+		// The text form: a header, then one line per snapshot in the same order.
+		out := mustVafs(t, "snapshot", "list", file)
+		lines := nonEmptyLines(out)
+		if len(lines) != len(want)+1 || strings.Join(strings.Fields(lines[0]), " ") != "NAME CREATED SIZE" {
+			t.Errorf("%s: snapshot list: want a header NAME CREATED SIZE and %d lines:\n%s", when, len(want), out)
+		} else {
+			for i, w := range want {
+				f := strings.Fields(lines[i+1])
+				if len(f) != 3 || f[0] != w || f[2] != strconv.FormatInt(sizes[w], 10) {
+					t.Errorf("%s: snapshot list line %q, want %s, a time, %d", when, lines[i+1], w, sizes[w])
+				} else if _, err := time.Parse(time.RFC3339, f[1]); err != nil {
+					t.Errorf("%s: snapshot list line %q: created is not RFC 3339: %v", when, lines[i+1], err)
+				}
+			}
+		}
+		// The snapshot directory lists the same names.
+		ents, err := os.ReadDir(filepath.Join(mnt, ".snapshots", rel))
+		if err != nil {
+			t.Errorf("%s: readdir .snapshots/%s: %v", when, rel, err)
+		} else {
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			if fmt.Sprint(sortedCopy(names)) != fmt.Sprint(sortedCopy(want)) {
+				t.Errorf("%s: .snapshots/%s lists %v, want %v", when, rel, names, want)
+			}
+		}
+		return list
+	}
+	checkContent := func(when string, names ...string) {
+		t.Helper()
+		for _, n := range names {
+			p := snapPath(m, rel, n)
+			if fi, err := os.Stat(p); err != nil || fi.Size() != sizes[n] || !fi.Mode().IsRegular() {
+				t.Errorf("%s: stat %s: %v %v, want a regular file of %d bytes", when, p, fi, err, sizes[n])
+				continue
+			}
+			cmpFiles(t, copies[n], p)
+		}
+		cmpFiles(t, head, file)
+	}
+	list := checkList("after create", []string{"s1", "s2", "s3"})
+	checkContent("after create", "s1", "s2", "s3")
+	// A relative path from a working directory inside the mount.
+	r := runVafsIn(t, m.Path("vms"), cliTimeout, "snapshot", "list", "a.raw", "--json")
+	if r.code != 0 || !strings.Contains(r.stdout, `"s2"`) {
+		t.Errorf("snapshot list with a relative path: %v", r)
+	}
+
+	// .snapshots is hidden from the root listing but can be looked up, and
+	// nothing of that name can be made in the root.
+	ents, err := os.ReadDir(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name() == ".snapshots" {
+			t.Errorf("the root directory lists .snapshots")
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(mnt, ".snapshots", "vms")); err != nil || !fi.IsDir() {
+		t.Errorf("stat .snapshots/vms: %v %v, want a directory", fi, err)
+	}
+	if err := os.Mkdir(filepath.Join(mnt, ".snapshots"), 0o755); err == nil {
+		t.Errorf("mkdir MOUNT/.snapshots succeeded")
+	}
+	if _, err := os.OpenFile(filepath.Join(mnt, ".snapshots"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644); err == nil {
+		t.Errorf("creating a file MOUNT/.snapshots succeeded")
+	}
+
+	// Read-only: every change gets EROFS.
+	s1 := snapPath(m, rel, "s1")
+	erofs := func(what string, err error) {
+		t.Helper()
+		if errnoOf(err) != syscall.EROFS {
+			t.Errorf("%s on a snapshot: %v, want EROFS", what, err)
+		}
+	}
+	_, err = os.OpenFile(s1, os.O_WRONLY, 0)
+	erofs("open O_WRONLY", err)
+	_, err = os.OpenFile(s1, os.O_RDWR, 0)
+	erofs("open O_RDWR", err)
+	erofs("truncate", os.Truncate(s1, 0))
+	erofs("chmod", os.Chmod(s1, 0o600))
+	erofs("setxattr", syscall.Setxattr(s1, "user.x", []byte("y"), 0))
+	erofs("unlink", os.Remove(s1))
+	erofs("rename", os.Rename(s1, snapPath(m, rel, "renamed")))
+	_, err = os.OpenFile(snapPath(m, rel, "new"), os.O_CREATE|os.O_WRONLY, 0o644)
+	erofs("create in a snapshot directory", err)
+	erofs("mkdir in .snapshots", os.Mkdir(filepath.Join(mnt, ".snapshots", "vms", "newdir"), 0o755))
+	if f, err := os.Open(s1); err == nil {
+		_, werr := f.WriteAt([]byte("x"), 0)
+		if werr == nil {
+			t.Errorf("a write through a read-only fd of a snapshot succeeded")
+		}
+		f.Close()
+	}
+	checkContent("after refused changes", "s1")
+
+	// Real clients read snapshot files directly.
+	out := filepath.Join(saved, "s2-converted.raw")
+	mustRun(t, 5*time.Minute, "qemu-img", "convert", "-O", "raw", snapPath(m, rel, "s2"), out)
+	cmpFiles(t, copies["s2"], out)
+	// cp of a snapshot onto the mount (copy_file_range answers EOPNOTSUPP, the
+	// kernel or cp copies) and vafs clone of a snapshot both give its content.
+	mustRun(t, 5*time.Minute, "cp", "--reflink=auto", snapPath(m, rel, "s1"), m.Path("vms", "s1-copy.raw"))
+	cmpFiles(t, copies["s1"], m.Path("vms", "s1-copy.raw"))
+	mustVafs(t, "clone", snapPath(m, rel, "s3"), m.Path("vms", "s3-clone.raw"))
+	cmpFiles(t, copies["s3"], m.Path("vms", "s3-clone.raw"))
+	writeAtSync(t, m.Path("vms", "s3-clone.raw"), pattern(4*KiB, 33, 0), 0) // writable, and the snapshot stays
+	checkContent("after clone of s3 and a write to it", "s3")
+
+	// Delete s2.
+	mustVafs(t, "snapshot", "delete", file, "s2")
+	expectVafsFail(t, 1, nil, "snapshot", "delete", file, "s2")
+	if _, err := os.Stat(snapPath(m, rel, "s2")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stat of deleted snapshot s2: %v, want ENOENT", err)
+	}
+	list2 := checkList("after delete", []string{"s1", "s3"})
+	if len(list) == 3 && len(list2) == 2 && (list2[0].ID != list[0].ID || list2[1].ID != list[2].ID) {
+		t.Errorf("snapshot ids changed by deleting another: %+v -> %+v", list, list2)
+	}
+	checkContent("after delete", "s1", "s3")
+
+	m = remount(t, m)
+	checkList("after remount", []string{"s1", "s3"})
+	checkContent("after remount", "s1", "s3")
+
+	// Rollback while the file is open for writing: refused, nothing changes.
+	w, err := os.OpenFile(file, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	expectVafsFail(t, 1, []string{"open for writing"}, "snapshot", "rollback", file, "s1")
+	cmpFiles(t, head, file)
+	// A buffered reader that has the head in its page cache.
+	rd, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	if b, err := io.ReadAll(bufio.NewReader(rd)); err != nil || len(b) != 10*MiB {
+		t.Fatalf("reading the head: %d bytes, %v", len(b), err)
+	}
+	// --force rolls back under the writer.
+	mustVafs(t, "snapshot", "rollback", "--force", file, "s1")
+	w.Close()
+	if fi, err := rd.Stat(); err != nil || fi.Size() != sizes["s1"] {
+		t.Errorf("fstat of an open reader after rollback to s1: %v %v, want size %d", fi, err, sizes["s1"])
+	}
+	got := make([]byte, 10*MiB)
+	n, err := rd.ReadAt(got, 0)
+	if err != nil && err != io.EOF {
+		t.Errorf("read after rollback: %v", err)
+	}
+	want, _ := os.ReadFile(copies["s1"])
+	expectBytes(t, "the already open buffered reader after rollback to s1", got[:n], want)
+	if b, err := io.ReadAll(bufio.NewReader(mustOpen(t, file))); err != nil {
+		t.Errorf("read after rollback: %v", err)
+	} else {
+		expectBytes(t, "a new reader after rollback to s1", b, want)
+	}
+	checkList("after rollback", []string{"s1", "s3"})
+	checkContentOf := func(when, path, copy string) {
+		t.Helper()
+		cmpFiles(t, copy, path)
+	}
+	checkContentOf("after rollback", snapPath(m, rel, "s1"), copies["s1"])
+
+	// Rollback without writers needs no force; the file is writable after it and
+	// the snapshot is not affected by those writes.
+	mustVafs(t, "snapshot", "rollback", file, "s3")
+	checkContentOf("after rollback to s3", file, copies["s3"])
+	if fi, err := os.Stat(file); err != nil || fi.Size() != sizes["s3"] {
+		t.Errorf("stat after rollback to s3: %v %v, want size %d", fi, err, sizes["s3"])
+	}
+	writeAtSync(t, file, pattern(64*KiB, 5, MiB), MiB)
+	after := save("after-s3")
+	expectVafsFail(t, 1, nil, "snapshot", "rollback", file, "s2") // deleted
+	expectVafsFail(t, 2, nil, "snapshot", "rollback", "--no-such-flag", file, "s3")
+
+	m = remount(t, m)
+	cmpFiles(t, after, file)
+	checkList("after rollbacks and remount", []string{"s1", "s3"})
+	checkContentOf("after rollbacks and remount", snapPath(m, rel, "s1"), copies["s1"])
+	checkContentOf("after rollbacks and remount", snapPath(m, rel, "s3"), copies["s3"])
+	cmpFiles(t, m.Path("vms", "s1-copy.raw"), copies["s1"])
+
+	// Deleting the file deletes its snapshots.
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(snapPath(m, rel, "s1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("snapshot s1 of a deleted file: stat %v, want ENOENT", err)
+	}
+	m.Stop()
+	checkFsck(t, data)
+}
+
+func mustOpen(t testing.TB, p string) *os.File {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func nonEmptyLines(s string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.TrimSpace(l) != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func sortedCopy(s []string) []string {
+	c := append([]string(nil), s...)
+	for i := range c {
+		for j := i + 1; j < len(c); j++ {
+			if c[j] < c[i] {
+				c[i], c[j] = c[j], c[i]
+			}
+		}
+	}
+	return c
+}
+
+// TestSnapshotThousand: 1,000 snapshots of one volume, each after a one-block
+// write; listed in order, kept across a remount, spot-checked by content; the
+// head reads right.
+func TestSnapshotThousand(t *testing.T) {
+	requireCommands(t, "snapshot")
+	const (
+		n      = 1000
+		blocks = 250 // each block is rewritten 4 times over the run
+		fileID = 77
+	)
+	data, mnt := newDirs(t)
+	m := startMount(t, data, mnt)
+	rel := "vol.raw"
+	file := m.Path(rel)
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(blocks * blockSize); err != nil {
+		t.Fatal(err)
+	}
+	name := func(i int) string { return fmt.Sprintf("snap-%04d", i) }
+	buf := make([]byte, blockSize)
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		makeRecord(buf, fileID, i%blocks, uint64(i+1))
+		writeAt(t, f, buf, int64(i%blocks)*blockSize)
+		fsync(t, f)
+		r := runVafs(t, "snapshot", "create", file, name(i))
+		if r.code != 0 {
+			f.Close()
+			t.Fatalf("snapshot %d: %v", i, r)
+		}
+	}
+	f.Close()
+	t.Logf("1000 x (4 KiB write + fsync + vafs snapshot create): %v", time.Since(start).Round(time.Millisecond))
+
+	// want(i) is the volume after write i: block b holds the last write j <= i
+	// with j % blocks == b, or zeros.
+	want := func(i int) []byte {
+		out := make([]byte, blocks*blockSize)
+		for b := 0; b < blocks && b <= i; b++ {
+			j := i - (i-b)%blocks
+			makeRecord(out[b*blockSize:(b+1)*blockSize], fileID, b, uint64(j+1))
+		}
+		return out
+	}
+	rng := rand.New(rand.NewPCG(1000, 1))
+	check := func(when string) {
+		t.Helper()
+		list := snapList(t, file)
+		if len(list) != n {
+			t.Fatalf("%s: %d snapshots listed, want %d", when, len(list), n)
+		}
+		for i, s := range list {
+			if s.Name != name(i) {
+				t.Errorf("%s: snapshot %d is %q, want %q (oldest first)", when, i, s.Name, name(i))
+				break
+			}
+		}
+		ents, err := os.ReadDir(filepath.Join(mnt, ".snapshots", rel))
+		if err != nil || len(ents) != n {
+			t.Errorf("%s: .snapshots/%s holds %d entries (%v), want %d", when, rel, len(ents), err, n)
+		}
+		spots := []int{0, 1, blocks - 1, blocks, 499, n - 2, n - 1}
+		for k := 0; k < 6; k++ {
+			spots = append(spots, rng.IntN(n))
+		}
+		for _, i := range spots {
+			got, err := os.ReadFile(snapPath(m, rel, name(i)))
+			if err != nil {
+				t.Errorf("%s: read snapshot %s: %v", when, name(i), err)
+				continue
+			}
+			expectBytes(t, fmt.Sprintf("%s: snapshot %s", when, name(i)), got, want(i))
+		}
+		head := readRange(t, file, 0, blocks*blockSize, true)
+		expectBytes(t, when+": head (O_DIRECT)", head, want(n-1))
+	}
+	check("after 1000 snapshots")
+	m = remount(t, m)
+	check("after remount")
+	// Deleting every other one of the first 100 leaves the rest intact.
+	for i := 0; i < 100; i += 2 {
+		mustVafs(t, "snapshot", "delete", file, name(i))
+	}
+	if list := snapList(t, file); len(list) != n-50 || list[0].Name != name(1) {
+		t.Errorf("after deleting 50: %d snapshots, first %v", len(list), snapNames(list[:min(1, len(list))]))
+	}
+	for _, i := range []int{1, 3, 99, 100, 777} {
+		got, err := os.ReadFile(snapPath(m, rel, name(i)))
+		if err != nil {
+			t.Errorf("read snapshot %s after deletions: %v", name(i), err)
+			continue
+		}
+		if !bytes.Equal(got, want(i)) {
+			t.Errorf("snapshot %s changed by deleting others", name(i))
+		}
+	}
+	m.Stop()
+	checkFsck(t, data)
+}
