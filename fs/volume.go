@@ -102,17 +102,26 @@ func (f *FS) readMappings(ino, first uint64, ms []meta.Mapping, dst []byte) erro
 
 // ReadAt reads from a volume; past the end it returns fewer bytes.
 func (f *FS) ReadAt(ino uint64, p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, ErrInvalid
-	}
 	h, err := f.trees.Head(ino)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	if uint64(off) >= h.Size {
+	return f.readClipped(h.Size, p, off, func(first uint64, dst []byte) error {
+		return f.readBlocks(ino, first, dst)
+	})
+}
+
+// readClipped reads [off, off+len(p)) of something size bytes long whose
+// whole blocks read fills (from block first on), going through a block
+// buffer only when the range is not block aligned.
+func (f *FS) readClipped(size uint64, p []byte, off int64, read func(first uint64, dst []byte) error) (int, error) {
+	if off < 0 {
+		return 0, ErrInvalid
+	}
+	if uint64(off) >= size {
 		return 0, nil
 	}
-	if rem := h.Size - uint64(off); uint64(len(p)) > rem {
+	if rem := size - uint64(off); uint64(len(p)) > rem {
 		p = p[:rem]
 	}
 	if len(p) == 0 {
@@ -122,11 +131,11 @@ func (f *FS) ReadAt(ino uint64, p []byte, off int64) (int, error) {
 	end := uint64(off) + uint64(len(p))
 	last := (end - 1) / BlockSize
 	if uint64(off)%BlockSize == 0 && end%BlockSize == 0 {
-		return len(p), f.readBlocks(ino, first, p)
+		return len(p), read(first, p)
 	}
 	bp := getBlocks(int(last - first + 1))
 	defer putBlocks(bp)
-	if err := f.readBlocks(ino, first, *bp); err != nil {
+	if err := read(first, *bp); err != nil {
 		return 0, err
 	}
 	return copy(p, (*bp)[uint64(off)%BlockSize:]), nil
