@@ -277,7 +277,9 @@ func (w *scWorker) pick(t *testing.T, next scState) (string, func() error) {
 			n := withSnaps[w.rng.IntN(len(withSnaps))]
 			s := anySnap(n)
 			next[n].data = next[n].snaps[s]
-			return "rollback " + n + " " + s, cli("snapshot", "rollback", vol(n), s)
+			// --force: the kernel sends FUSE_RELEASE after close(2) returns, so a
+			// write op just before may still count as a writer for a moment.
+			return "rollback " + n + " " + s, cli("snapshot", "rollback", "--force", vol(n), s)
 		default: // rm a clone (and with it its snapshots)
 			if len(clones) == 0 {
 				continue
