@@ -55,7 +55,7 @@ type FS struct {
 }
 
 type volume struct {
-	wmu     sync.Mutex
+	wmu     sync.RWMutex // shared by whole-block writes, exclusive for everything else
 	opens   int
 	writers int // opens that may write
 }

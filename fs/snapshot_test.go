@@ -207,3 +207,74 @@ func TestCloneDirectory(t *testing.T) {
 	}
 	checkClean(t, dir, store)
 }
+
+// TestConcurrentAlignedWrites: whole-block writes share the volume lock;
+// concurrent extending writes must never shrink the size, and every block
+// must read back as its last writer left it.
+func TestConcurrentAlignedWrites(t *testing.T) {
+	f := openTest(t, t.TempDir(), blocks.NewMemStore())
+	defer f.Close()
+	ino := create(t, f, "a")
+	const writers, per = 8, 64
+	done := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		go func(w int) {
+			for i := 0; i < per; i++ {
+				blk := int64(i*writers + w)
+				if _, err := f.WriteAt(ino, fill(byte(w+1), BlockSize), blk*BlockSize); err != nil {
+					done <- err
+					return
+				}
+				if i%16 == 0 { // a partial write in between takes the lock exclusively
+					if _, err := f.WriteAt(ino, []byte{byte(w + 1)}, blk*BlockSize+100); err != nil {
+						done <- err
+						return
+					}
+				}
+			}
+			done <- nil
+		}(w)
+	}
+	for w := 0; w < writers; w++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := readAll(t, f, ino, writers*per*BlockSize+1)
+	if len(got) != writers*per*BlockSize {
+		t.Fatalf("size %d, want %d", len(got), writers*per*BlockSize)
+	}
+	for b := 0; b < writers*per; b++ {
+		if want := fill(byte(b%writers+1), BlockSize); !bytes.Equal(got[b*BlockSize:(b+1)*BlockSize], want) {
+			t.Fatalf("block %d wrong", b)
+		}
+	}
+}
+
+// TestSnapshotLseek: a snapshot keeps its holes, so copies of it stay sparse.
+func TestSnapshotLseek(t *testing.T) {
+	f := openTest(t, t.TempDir(), blocks.NewMemStore())
+	defer f.Close()
+	ino := create(t, f, "a")
+	mustWrite(t, f, ino, fill(1, BlockSize), 10*BlockSize)
+	if err := f.Truncate(ino, 20*BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	s, err := f.SnapshotCreate(ino, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, f, ino, fill(2, BlockSize), 0) // the head's hole at 0 is gone, the snapshot's is not
+	if off, err := f.SnapshotLseek(s.ID, 0, SeekData); err != nil || off != 10*BlockSize {
+		t.Fatalf("SEEK_DATA in snapshot: %d %v", off, err)
+	}
+	if off, err := f.SnapshotLseek(s.ID, 10*BlockSize, SeekHole); err != nil || off != 11*BlockSize {
+		t.Fatalf("SEEK_HOLE in snapshot: %d %v", off, err)
+	}
+	if _, err := f.SnapshotLseek(s.ID, 11*BlockSize, SeekData); !errors.Is(err, ErrNoData) {
+		t.Fatalf("SEEK_DATA past the last data: %v", err)
+	}
+	if off, err := f.Lseek(ino, 0, SeekData); err != nil || off != 0 {
+		t.Fatalf("SEEK_DATA in head: %d %v", off, err)
+	}
+}

@@ -33,14 +33,21 @@ func putBlocks(p *[]byte) {
 // lockVolume takes what a change to a volume's blocks needs, in order: the
 // volume's writer lock (read-modify-write of partial blocks is atomic) and
 // the state read lock (no commit captures a half-done change), and returns
-// the head as it is under those locks.
-func (f *FS) lockVolume(ino uint64) (meta.Head, func(), error) {
+// the head as it is under those locks. shared takes the writer lock
+// shared: whole-block writes replace blocks without reading them, so they
+// may run side by side (qemu and fio keep many in flight); every other
+// change takes it exclusively.
+func (f *FS) lockVolume(ino uint64, shared ...bool) (meta.Head, func(), error) {
 	v := f.vol(ino)
-	v.wmu.Lock()
+	lock, unlockW := v.wmu.Lock, v.wmu.Unlock
+	if len(shared) > 0 && shared[0] {
+		lock, unlockW = v.wmu.RLock, v.wmu.RUnlock
+	}
+	lock()
 	f.state.RLock()
 	unlock := func() {
 		f.state.RUnlock()
-		v.wmu.Unlock()
+		unlockW()
 	}
 	h, err := f.trees.Head(ino)
 	if err != nil {
@@ -154,7 +161,8 @@ func (f *FS) WriteAt(ino uint64, p []byte, off int64) (int, error) {
 	if end > MaxSize {
 		return 0, ErrTooBig
 	}
-	h, unlock, err := f.lockVolume(ino)
+	aligned := uint64(off)%BlockSize == 0 && end%BlockSize == 0
+	_, unlock, err := f.lockVolume(ino, aligned)
 	if err != nil {
 		return 0, err
 	}
@@ -162,7 +170,7 @@ func (f *FS) WriteAt(ino uint64, p []byte, off int64) (int, error) {
 	first := uint64(off) / BlockSize
 	last := (end - 1) / BlockSize
 	data := p
-	if uint64(off)%BlockSize != 0 || end%BlockSize != 0 {
+	if !aligned {
 		bp := getBlocks(int(last - first + 1))
 		defer putBlocks(bp)
 		data = *bp
@@ -182,7 +190,9 @@ func (f *FS) WriteAt(ino uint64, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	t := now()
-	if err := f.trees.SetAttrs(ino, max(h.Size, end), t, t); err != nil {
+	// Extend, not SetAttrs(max(size, end)): a concurrent write may have
+	// grown the file since the head was read.
+	if err := f.trees.Extend(ino, end, t); err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	return len(p), nil
@@ -339,12 +349,26 @@ func (f *FS) Lseek(ino uint64, off uint64, whence int) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
+	return f.lseek(h, off, whence)
+}
+
+// SnapshotLseek is Lseek (SEEK_DATA/SEEK_HOLE) on a snapshot, so copies of
+// a snapshot (qemu-img convert, cp) stay sparse.
+func (f *FS) SnapshotLseek(id uint64, off uint64, whence int) (uint64, error) {
+	s, err := f.trees.SnapshotByID(id)
+	if err != nil {
+		return 0, metaErr(err)
+	}
+	return f.lseek(s.Head, off, whence)
+}
+
+func (f *FS) lseek(h meta.Head, off uint64, whence int) (uint64, error) {
 	if off >= h.Size {
 		return 0, ErrNoData
 	}
 	switch whence {
 	case SeekData:
-		blk, ok, err := f.trees.NextData(ino, off/BlockSize)
+		blk, ok, err := f.trees.NextDataIn(h, off/BlockSize)
 		if err != nil {
 			return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}
@@ -353,7 +377,7 @@ func (f *FS) Lseek(ino uint64, off uint64, whence int) (uint64, error) {
 		}
 		return max(off, blk*BlockSize), nil
 	case SeekHole:
-		blk, err := f.trees.NextHole(ino, off/BlockSize)
+		blk, err := f.trees.NextHoleIn(h, off/BlockSize)
 		if err != nil {
 			return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}
