@@ -245,9 +245,7 @@ func TestSnapshotLifecycle(t *testing.T) {
 	// Delete s2.
 	mustVafs(t, "snapshot", "delete", file, "s2")
 	expectVafsFail(t, 1, nil, "snapshot", "delete", file, "s2")
-	if _, err := os.Stat(snapPath(m, rel, "s2")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("stat of deleted snapshot s2: %v, want ENOENT", err)
-	}
+	expectGone(t, snapPath(m, rel, "s2"), "snapshot s2 deleted with vafs snapshot delete")
 	list2 := checkList("after delete", []string{"s1", "s3"})
 	if len(list) == 3 && len(list2) == 2 && (list2[0].ID != list[0].ID || list2[1].ID != list[2].ID) {
 		t.Errorf("snapshot ids changed by deleting another: %+v -> %+v", list, list2)
@@ -323,9 +321,7 @@ func TestSnapshotLifecycle(t *testing.T) {
 	if err := os.Remove(file); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(snapPath(m, rel, "s1")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("snapshot s1 of a deleted file: stat %v, want ENOENT", err)
-	}
+	expectGone(t, snapPath(m, rel, "s1"), "snapshot s1 of a deleted file")
 	m.Stop()
 	checkFsck(t, data)
 }
@@ -465,9 +461,7 @@ func TestSnapshotThousand(t *testing.T) {
 	if list := snapList(t, file); len(list) != n-20 || (list[0].Name != name(1) && list[0].Name != name(3)) {
 		t.Errorf("after deleting 20: %d snapshots, first %v, want %d starting with snap-0001 or snap-0003", len(list), snapNames(list[:min(1, len(list))]), n-20)
 	}
-	if _, err := os.Stat(snapPath(m, rel, name(38))); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("deleted snapshot %s: stat %v, want ENOENT", name(38), err)
-	}
+	expectGone(t, snapPath(m, rel, name(38)), "deleted snapshot "+name(38))
 	for _, i := range []int{1, 3, 39, 40, 777} {
 		got, err := os.ReadFile(snapPath(m, rel, name(i)))
 		if err != nil {
@@ -499,5 +493,22 @@ func rollbackNoWriters(t testing.TB, file, name string) {
 		}
 		t.Logf("rollback of a file closed for writing refused, retrying: %s", strings.TrimSpace(r.Output()))
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// expectGone checks that path no longer exists, at once. When the kernel still
+// has it (a dentry cached for the mount's entry timeout, which the mount should
+// have invalidated when the CLI deleted it), it says so, then checks again after
+// the timeout to tell a stale cache from a deletion that did not happen.
+func expectGone(t testing.TB, path, what string) {
+	t.Helper()
+	_, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	t.Errorf("%s: lstat %s right after the command returned: %v, want ENOENT (the kernel's cached entry was not invalidated)", what, path, err)
+	time.Sleep(2 * time.Second)
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s: lstat %s 2 s later: %v, want ENOENT: not deleted", what, path, err)
 	}
 }
