@@ -106,6 +106,7 @@ func TestSnapshotCloneRollback(t *testing.T) {
 	// Crash (no close): everything above was durable on return, except
 	// the plain writes to the clones, which were never fsynced... but the
 	// clone/snapshot commits after them made them durable too.
+	f.compactor.Stop()
 	close(f.stop)
 	<-f.done
 	f.db.Close()
