@@ -16,8 +16,8 @@ import (
 )
 
 // Crash consistency of the snapshot and clone commands: one worker runs vafs
-// clone / snapshot create / snapshot delete / snapshot rollback / rm of clones
-// and fsynced one-block writes, recording each operation once it returned
+// clone (of files, snapshots and a directory) / snapshot create / snapshot
+// delete / snapshot rollback / rm of clones and fsynced one-block writes, recording each operation once it returned
 // success, while the mount process is SIGKILLed at a random moment. After every
 // kill fsck must be clean and, after a remount, the whole visible state (files,
 // their content, their snapshots and the snapshots' content) must be exactly
@@ -53,10 +53,38 @@ func (s scState) copy() scState {
 	return c
 }
 
+// names lists the files of MOUNT/vols.
 func (s scState) names() []string {
 	var out []string
 	for n := range s {
+		if !strings.Contains(n, "/") {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// all lists every entry: the files of vols, and "tN/file" for the files of
+// the directory clones MOUNT/trees/tN.
+func (s scState) all() []string {
+	var out []string
+	for n := range s {
 		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// trees lists the directory clones.
+func (s scState) trees() []string {
+	seen := map[string]bool{}
+	var out []string
+	for n := range s {
+		if t, _, ok := strings.Cut(n, "/"); ok && !seen[t] {
+			seen[t] = true
+			out = append(out, t)
+		}
 	}
 	sort.Strings(out)
 	return out
@@ -75,7 +103,7 @@ func (s scState) clones() []string {
 // diffStates describes how got differs from want; empty when they are equal.
 func diffStates(want, got scState) []string {
 	var d []string
-	for _, n := range want.names() {
+	for _, n := range want.all() {
 		g, ok := got[n]
 		if !ok {
 			d = append(d, fmt.Sprintf("file %s missing", n))
@@ -124,9 +152,26 @@ func diffBlocks(want, got []byte) string {
 	return "blocks " + strings.Join(bad, ",") + " differ"
 }
 
-// readSCState reads MOUNT/vols and MOUNT/.snapshots/vols.
+// readSCState reads MOUNT/vols, MOUNT/.snapshots/vols and MOUNT/trees.
 func readSCState(m *Mount) (scState, error) {
 	s := scState{}
+	trees, err := os.ReadDir(m.Path("trees"))
+	if err != nil {
+		return nil, err
+	}
+	for _, tr := range trees {
+		files, err := os.ReadDir(m.Path("trees", tr.Name()))
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(m.Path("trees", tr.Name(), f.Name()))
+			if err != nil {
+				return nil, err
+			}
+			s[tr.Name()+"/"+f.Name()] = &scVol{data: b, snaps: map[string][]byte{}}
+		}
+	}
 	ents, err := os.ReadDir(m.Path("vols"))
 	if err != nil {
 		return nil, err
@@ -149,6 +194,17 @@ func readSCState(m *Mount) (scState, error) {
 		s[e.Name()] = v
 	}
 	return s, nil
+}
+
+// partialRemoval reports whether got is acked less some of the files under prefix.
+func partialRemoval(acked, got scState, prefix string) bool {
+	want := acked.copy()
+	for _, n := range acked.all() {
+		if _, ok := got[n]; !ok && strings.HasPrefix(n, prefix) {
+			delete(want, n)
+		}
+	}
+	return len(diffStates(want, got)) == 0
 }
 
 // scWorker runs operations until an operation fails; a failure after killed
@@ -213,7 +269,7 @@ func (w *scWorker) pick(t *testing.T, next scState) (string, func() error) {
 		return s[w.rng.IntN(len(s))]
 	}
 	for {
-		switch w.rng.IntN(15) {
+		switch w.rng.IntN(17) {
 		case 0, 1, 2: // fsynced one-block write
 			n := names[w.rng.IntN(len(names))]
 			b := w.rng.IntN(scBlocks)
@@ -280,6 +336,38 @@ func (w *scWorker) pick(t *testing.T, next scState) (string, func() error) {
 			// --force: the kernel sends FUSE_RELEASE after close(2) returns, so a
 			// write op just before may still count as a writer for a moment.
 			return "rollback " + n + " " + s, cli("snapshot", "rollback", "--force", vol(n), s)
+		case 15: // clone the whole vols directory (files only: snapshots stay with their files)
+			if len(next.trees()) >= 3 {
+				continue
+			}
+			*w.nextID++
+			tr := "t" + strconv.Itoa(*w.nextID)
+			for _, n := range names {
+				next[tr+"/"+n] = &scVol{data: next[n].data, snaps: map[string][]byte{}}
+			}
+			return "clone-dir vols " + tr, cli("clone", w.m.Path("vols"), w.m.Path("trees", tr))
+		case 16: // rm -rf a directory clone (not atomic: a crash may leave part of it)
+			trees := next.trees()
+			if len(trees) == 0 {
+				continue
+			}
+			tr := trees[w.rng.IntN(len(trees))]
+			for _, n := range next.all() {
+				if strings.HasPrefix(n, tr+"/") {
+					delete(next, n)
+				}
+			}
+			return "rm-tree " + tr, func() error {
+				if err := os.RemoveAll(w.m.Path("trees", tr)); err != nil {
+					return err
+				}
+				d, err := os.Open(w.m.Path("trees"))
+				if err != nil {
+					return err
+				}
+				defer d.Close()
+				return d.Sync()
+			}
 		default: // rm a clone (and with it its snapshots)
 			if len(clones) == 0 {
 				continue
@@ -323,8 +411,10 @@ func TestCrashSnapshotOps(t *testing.T) {
 
 	data, mnt := newDirs(t)
 	m := startMount(t, data, mnt)
-	if err := os.Mkdir(m.Path("vols"), 0o755); err != nil {
-		t.Fatal(err)
+	for _, d := range []string{"vols", "trees"} {
+		if err := os.Mkdir(m.Path(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	state := scState{}
 	for i := 0; i < scBaseVols; i++ {
@@ -381,6 +471,9 @@ func TestCrashSnapshotOps(t *testing.T) {
 		case w.pending != nil && len(diffStates(w.pending, got)) == 0:
 			state = w.pending
 			inFlightKept++
+		case strings.HasPrefix(w.lastOp, "rm-tree ") && partialRemoval(w.acked, got, strings.TrimPrefix(w.lastOp, "rm-tree ")+"/"):
+			state = got // rm -rf was cut short: the files it had not removed yet are still whole
+			inFlightKept++
 		default:
 			msg := fmt.Sprintf("cycle %d (killed after %v, %d operations acknowledged this cycle; in flight: %q):\nversus the acknowledged state:\n  %s",
 				cycle, delay, w.ops, w.lastOp, strings.Join(d, "\n  "))
@@ -403,7 +496,7 @@ func TestCrashSnapshotOps(t *testing.T) {
 			cycle, delay, w.ops, w.lastOp, len(state))
 	}
 	t.Logf("operations acknowledged: %v; in-flight operation found done %d times, not done %d times", counts, inFlightKept, inFlightLost)
-	if counts["clone"]+counts["snapshot-create"]+counts["snapshot-delete"]+counts["rollback"] == 0 {
+	if counts["clone"]+counts["snapshot-create"]+counts["snapshot-delete"]+counts["rollback"]+counts["clone-dir"] == 0 {
 		t.Errorf("no snapshot or clone operation was acknowledged in %d cycles", cycles)
 	}
 	m.Stop()
