@@ -483,7 +483,8 @@ func TestCrashSnapshotOps(t *testing.T) {
 			t.Fatalf("%s", msg)
 		}
 		// The CLI agrees with the .snapshots directories.
-		for _, n := range state.names()[:min(3, len(state))] {
+		ns := state.names()
+		for _, n := range ns[:min(3, len(ns))] {
 			var want []string
 			for s := range state[n].snaps {
 				want = append(want, s)
