@@ -242,7 +242,11 @@ func TestSnapshotLifecycle(t *testing.T) {
 	writeAtSync(t, m.Path("vms", "s3-clone.raw"), pattern(4*KiB, 33, 0), 0) // writable, and the snapshot stays
 	checkContent("after clone of s3 and a write to it", "s3")
 
-	// Delete s2.
+	// Delete s2, just after a lookup put its entry in the kernel's cache (as
+	// any ls -l or qemu-img info would).
+	if _, err := os.Lstat(snapPath(m, rel, "s2")); err != nil {
+		t.Errorf("lstat s2: %v", err)
+	}
 	mustVafs(t, "snapshot", "delete", file, "s2")
 	expectVafsFail(t, 1, nil, "snapshot", "delete", file, "s2")
 	expectGone(t, snapPath(m, rel, "s2"), "snapshot s2 deleted with vafs snapshot delete")
@@ -318,7 +322,10 @@ func TestSnapshotLifecycle(t *testing.T) {
 	checkContentOf("after rollbacks and remount", snapPath(m, rel, "s3"), copies["s3"])
 	cmpFiles(t, m.Path("vms", "s1-copy.raw"), copies["s1"])
 
-	// Deleting the file deletes its snapshots.
+	// Deleting the file deletes its snapshots (looked up just before).
+	if _, err := os.Lstat(snapPath(m, rel, "s1")); err != nil {
+		t.Errorf("lstat s1: %v", err)
+	}
 	if err := os.Remove(file); err != nil {
 		t.Fatal(err)
 	}
