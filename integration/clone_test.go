@@ -209,7 +209,11 @@ func TestCloneErrors(t *testing.T) {
 	if len(ents) != 0 {
 		t.Errorf("dir after a refused clone onto it holds %d entries, want none", len(ents))
 	}
-	// And a clone that is allowed still works after the refusals.
+	// And a clone that is allowed still works after the refusals, and is
+	// visible at once although its name was just looked up in vain.
+	if _, err := os.Lstat(m.Path("dir", "a.raw")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("dir/a.raw before the clone: %v", err)
+	}
 	mustVafs(t, "clone", a, m.Path("dir", "a.raw"))
 	if got, err := os.ReadFile(m.Path("dir", "a.raw")); err != nil || !bytes.Equal(got, aData) {
 		t.Errorf("dir/a.raw: %d bytes, %v; want a.raw's content", len(got), err)

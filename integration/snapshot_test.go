@@ -50,7 +50,13 @@ func TestSnapshotLifecycle(t *testing.T) {
 	// s1: 8 MiB written.
 	writeFileSync(t, file, pattern(8*MiB, 1, 0))
 	copies := map[string]string{"s1": save("s1")}
+	if _, err := os.Lstat(snapPath(m, rel, "s1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("snapshot s1 before it is created: %v", err)
+	}
 	mustVafs(t, "snapshot", "create", file, "s1")
+	if fi, err := os.Lstat(snapPath(m, rel, "s1")); err != nil || fi.Size() != 8*MiB {
+		t.Errorf("snapshot s1 right after it was created (looked up in vain just before): %v %v", fi, err)
+	}
 	expectVafsFail(t, 1, []string{"exist"}, "snapshot", "create", file, "s1")
 
 	// s2: part overwritten, grown to 12 MiB, with a hole in the middle.
