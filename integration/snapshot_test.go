@@ -516,3 +516,64 @@ func expectGone(t testing.TB, path, what string) {
 		t.Errorf("%s: lstat %s 2 s later: %v, want ENOENT: not deleted", what, path, err)
 	}
 }
+
+// TestSnapshotHoles: after a snapshot and a clone, punching a hole, zeroing a
+// range and truncating the head (and the clone) change neither the snapshot nor
+// each other, before and after a remount; describe counts the punched blocks
+// as held only by the snapshot.
+func TestSnapshotHoles(t *testing.T) {
+	requireTools(t, "fallocate", "truncate", "cmp")
+	requireCommands(t, "snapshot", "clone", "describe")
+	data, mnt := newDirs(t)
+	m := startMount(t, data, mnt)
+	a, b := m.Path("a.raw"), m.Path("b.raw")
+	orig := pattern(4*MiB, 21, 0)
+	writeFileSync(t, a, orig)
+	saved := filepath.Join(t.TempDir(), "orig")
+	if err := os.WriteFile(saved, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustVafs(t, "snapshot", "create", a, "s1")
+	mustVafs(t, "clone", a, b)
+	mustRun(t, time.Minute, "fallocate", "--punch-hole", "--offset", strconv.Itoa(MiB), "--length", strconv.Itoa(MiB), a)
+	mustRun(t, time.Minute, "fallocate", "--zero-range", "--offset", strconv.Itoa(2*MiB), "--length", strconv.Itoa(64*KiB), a)
+	mustRun(t, time.Minute, "truncate", "--size", strconv.Itoa(MiB), b)
+	mustRun(t, time.Minute, "truncate", "--size", strconv.Itoa(4*MiB), b)
+	for _, p := range []string{a, b} {
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fsync(t, f)
+		f.Close()
+	}
+	wantA := append([]byte(nil), orig...)
+	clear(wantA[MiB : 2*MiB])
+	clear(wantA[2*MiB : 2*MiB+64*KiB])
+	wantB := append([]byte(nil), orig...)
+	clear(wantB[MiB:])
+	check := func(when string) {
+		t.Helper()
+		for _, c := range []struct {
+			path string
+			want []byte
+		}{{a, wantA}, {b, wantB}, {snapPath(m, "a.raw", "s1"), orig}} {
+			got, err := os.ReadFile(c.path)
+			if err != nil {
+				t.Errorf("%s: read %s: %v", when, c.path, err)
+				continue
+			}
+			expectBytes(t, when+": "+c.path, got, c.want)
+		}
+		cmpFiles(t, saved, snapPath(m, "a.raw", "s1"))
+	}
+	check("after punch, zero and truncate")
+	d := vafsDescribe(t, a)
+	if !within(d.SnapshotOnly, MiB+64*KiB, 4096) || !within(d.Allocated, 4*MiB-MiB-64*KiB, 64*KiB) {
+		t.Errorf("describe a.raw: allocated %d snapshot_only %d, want ~%d and %d (the punched and zeroed blocks live on in s1 only)", d.Allocated, d.SnapshotOnly, 4*MiB-MiB-64*KiB, MiB+64*KiB)
+	}
+	m = remount(t, m)
+	check("after remount")
+	m.Stop()
+	checkFsck(t, data)
+}
