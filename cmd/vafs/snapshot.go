@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/vafs/vafs/fs/control"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -151,7 +152,7 @@ func runSnapshotRollback(c *cli.Context) error {
 			}
 			return err
 		}
-		return nil
+		return resetKernelSize(at, cl, a[1])
 	})
 }
 
@@ -159,4 +160,23 @@ func printJSON(v interface{}) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// resetKernelSize sets the rolled-back size through the mount. On a
+// --writeback-cache mount the kernel keeps its own idea of a file's size
+// and ignores the server's, so after a rollback it would still show (and
+// append at) the old size; a truncate to the snapshot's size, which is
+// what the file already has, makes it take the new one. On other mounts
+// it changes nothing.
+func resetKernelSize(at onVafs, cl *control.Client, name string) error {
+	list, err := cl.Snapshots(at.rel)
+	if err != nil {
+		return err
+	}
+	for _, s := range list {
+		if s.Name == name {
+			return os.Truncate(filepath.Join(at.mount, at.rel), int64(s.Size))
+		}
+	}
+	return nil // deleted since: nothing to match
 }
