@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,32 +16,109 @@ import (
 	"github.com/vafs/vafs/blocks"
 )
 
-// directStore is a MemStore whose files are blocks.DirectFiles, so the log
+// directStore keeps segments in memory as blocks.DirectFiles, so the log
 // stages records in chunks. WriteDirect enforces the O_DIRECT alignment
-// rules (a misaligned write fails the test) and can be made to fail.
+// rules (a misaligned write fails the test) and can be made to fail;
+// Allocate grows the file with zeros as fallocate does.
 type directStore struct {
-	*blocks.MemStore
 	t       *testing.T
+	mu      sync.Mutex
+	segs    map[blocks.SegmentID]*directMemFile
 	fail    atomic.Int32 // WriteDirect calls left to fail with failErr
 	failErr error
 	direct  atomic.Int64 // bytes written with WriteDirect
+	allocs  atomic.Int64 // Allocate calls
+	free    uint64       // reported by Space (capacity 1 TiB)
 }
 
 type directMemFile struct {
-	blocks.SegmentFile
-	s *directStore
+	s    *directStore
+	mu   sync.RWMutex
+	data []byte
 }
 
 func newDirectStore(t *testing.T) *directStore {
-	return &directStore{MemStore: blocks.NewMemStore(), t: t, failErr: syscall.EIO}
+	return &directStore{t: t, segs: map[blocks.SegmentID]*directMemFile{}, failErr: syscall.EIO, free: 1 << 39}
 }
 
 func (s *directStore) Create(id blocks.SegmentID) (blocks.SegmentFile, error) {
-	f, err := s.MemStore.Create(id)
-	if err != nil {
-		return nil, err
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.segs[id] != nil {
+		return nil, blocks.ErrExists
 	}
-	return &directMemFile{f, s}, nil
+	f := &directMemFile{s: s}
+	s.segs[id] = f
+	return f, nil
+}
+
+func (s *directStore) Open(id blocks.SegmentID) (blocks.SegmentFile, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f := s.segs[id]; f != nil {
+		return f, nil
+	}
+	return nil, blocks.ErrNotFound
+}
+
+func (s *directStore) Remove(id blocks.SegmentID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.segs, id)
+	return nil
+}
+
+func (s *directStore) List() ([]blocks.SegmentID, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ids []blocks.SegmentID
+	for id := range s.segs {
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+func (s *directStore) Space() (uint64, uint64, error) { return 1 << 40, s.free, nil }
+
+func (f *directMemFile) ReadAt(p []byte, off int64) (int, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if off >= int64(len(f.data)) {
+		return 0, io.EOF
+	}
+	n := copy(p, f.data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (f *directMemFile) WriteAt(p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if end := off + int64(len(p)); end > int64(len(f.data)) {
+		f.data = append(f.data, make([]byte, end-int64(len(f.data)))...)
+	}
+	return copy(f.data[off:], p), nil
+}
+
+func (f *directMemFile) Sync() error  { return nil }
+func (f *directMemFile) Close() error { return nil }
+func (f *directMemFile) Size() (int64, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return int64(len(f.data)), nil
+}
+
+func (f *directMemFile) Truncate(size int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if size < int64(len(f.data)) {
+		f.data = f.data[:size]
+	} else {
+		f.data = append(f.data, make([]byte, size-int64(len(f.data)))...)
+	}
+	return nil
 }
 
 func (f *directMemFile) WriteDirect(p []byte, off int64) (int, error) {
@@ -53,12 +131,13 @@ func (f *directMemFile) WriteDirect(p []byte, off int64) (int, error) {
 		return 0, f.s.failErr
 	}
 	f.s.direct.Add(int64(len(p)))
-	return f.SegmentFile.WriteAt(p, off)
+	return f.WriteAt(p, off)
 }
 
 func (f *directMemFile) Allocate(off, n int64) error {
+	f.s.allocs.Add(1)
 	if sz, _ := f.Size(); sz < off+n {
-		_, err := f.SegmentFile.WriteAt(make([]byte, off+n-sz), sz)
+		_, err := f.WriteAt(make([]byte, off+n-sz), sz)
 		return err
 	}
 	return nil
@@ -155,6 +234,9 @@ func TestStagedAppendReadSync(t *testing.T) {
 	if s.direct.Load() == 0 {
 		t.Fatal("no direct writes: the log did not stage")
 	}
+	if segs, _ := s.List(); s.allocs.Load() != int64(len(segs)) {
+		t.Fatalf("%d allocations for %d segments with plenty of space; want one per segment", s.allocs.Load(), len(segs))
+	}
 	// A record never appended reads as corruption, staged or not.
 	last := exts[len(exts)-1]
 	err = l.Read(blocks.Extent{Seg: last.Seg, Index: last.Index + last.N + 3, N: 1}, make([]byte, blocks.BlockSize))
@@ -171,6 +253,13 @@ func TestStagedAppendReadSync(t *testing.T) {
 	}
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
+	}
+	// Close gives back the preallocated tail of the open segment.
+	le := e2[len(e2)-1]
+	if f, _ := s.Open(le.Seg); f != nil {
+		if sz, _ := f.Size(); sz != blocks.RecordOffset(le.Index+le.N) {
+			t.Fatalf("open segment is %d bytes after Close; want %d", sz, blocks.RecordOffset(le.Index+le.N))
+		}
 	}
 	l2, err := blocks.OpenLog(s, cfg)
 	if err != nil {
@@ -189,6 +278,8 @@ func TestStagedAppendReadSync(t *testing.T) {
 // before and after Sync, and from the store after Sync.
 func TestConcurrentAppendsAndSync(t *testing.T) {
 	s := newDirectStore(t)
+	// Close to the reserve: the log preallocates chunk by chunk.
+	s.free = blocks.ReserveFor(1<<40) + 200<<20
 	l, err := blocks.OpenLog(s, blocks.LogConfig{Host: 3, SegmentBlocks: 3000})
 	if err != nil {
 		t.Fatal(err)
@@ -248,6 +339,9 @@ func TestConcurrentAppendsAndSync(t *testing.T) {
 	if err := l.Sync(); err != nil {
 		t.Fatal(err)
 	}
+	if segs, _ := s.List(); s.allocs.Load() <= int64(len(segs)) {
+		t.Fatalf("%d allocations for %d segments near the reserve; want one per chunk", s.allocs.Load(), len(segs))
+	}
 	for _, p := range puts {
 		var got []byte
 		for _, e := range p.exts {
@@ -276,7 +370,7 @@ func readExtentsErr(l *blocks.Log, exts []blocks.Extent) []byte {
 func TestFlushFailureSurfacesAndRecovers(t *testing.T) {
 	s := newDirectStore(t)
 	s.failErr = syscall.ENOSPC
-	l, err := blocks.OpenLog(s, blocks.LogConfig{Host: 1})
+	l, err := blocks.OpenLog(s, blocks.LogConfig{Host: 1, SegmentBlocks: 2048})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,5 +488,9 @@ func TestStagedOnRealFiles(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatal("files differ from what was appended")
+	}
+	last := exts[len(exts)-1]
+	if st, err := os.Stat(s.name(last.Seg)); err != nil || st.Size() != blocks.RecordOffset(last.Index+last.N) {
+		t.Fatalf("open segment after Close: %v, %v; want %d bytes (preallocation trimmed)", st.Size(), err, blocks.RecordOffset(last.Index+last.N))
 	}
 }

@@ -36,6 +36,8 @@ type DirectFile interface {
 	// grow to off+n), so that a later write there neither fails for space
 	// nor extends the file. Media that cannot preallocate return nil.
 	Allocate(off, n int64) error
+	// Truncate sets the file's size (Close drops the preallocated tail).
+	Truncate(size int64) error
 }
 
 const (
@@ -116,7 +118,8 @@ type openSeg struct {
 	df       DirectFile // nil: records are written through at Append
 	cur      *chunk     // the chunk being reserved into
 	chunks   map[uint32]*chunk
-	inflight int // write-through appends that reserved and have not written yet
+	allocTo  int64 // bytes [0, allocTo) are preallocated
+	inflight int   // write-through appends that reserved and have not written yet
 	sealed   bool
 }
 
@@ -375,8 +378,19 @@ func (l *Log) newChunk(s *openSeg) error {
 	ch := &chunk{seg: s, c: c, first: c * ChunkRecords}
 	ch.n = min(ChunkRecords, l.cfg.SegmentBlocks-ch.first)
 	size := alignUp(int64(ch.n) * RecordSize)
-	if err := s.df.Allocate(ChunkOffset(c), size); err != nil {
-		return spaceErr("allocate in segment", s.id, err)
+	if end := ChunkOffset(c) + size; end > s.allocTo {
+		// Preallocate the rest of the segment at once while space is
+		// plentiful: fallocate waits for the file's direct writes in
+		// flight, so one call per chunk would stall the flushers. Near the
+		// reserve, allocate chunk by chunk so that ENOSPC comes no earlier.
+		to := end
+		if rest := alignUp(RecordOffset(l.cfg.SegmentBlocks)); l.freeB-(rest-s.allocTo) > int64(l.reserve)+(256<<20) {
+			to = rest
+		}
+		if err := s.df.Allocate(s.allocTo, to-s.allocTo); err != nil {
+			return spaceErr("allocate in segment", s.id, err)
+		}
+		s.allocTo = to
 	}
 	if k := len(l.free); k > 0 && int64(cap(l.free[k-1])) >= size {
 		ch.buf = l.free[k-1][:size]
@@ -745,6 +759,12 @@ func (l *Log) Close() error {
 	}
 	l.mu.Lock()
 	if l.open != nil {
+		if s := l.open; s.df != nil && err == nil && s.allocTo > RecordOffset(l.next) {
+			// Give back the preallocated tail; every record is written.
+			if e := s.df.Truncate(RecordOffset(l.next)); e != nil {
+				err = fmt.Errorf("blocks: trim segment %s: %w", s.id, e)
+			}
+		}
 		l.open.f.Close()
 		l.open = nil
 	}
