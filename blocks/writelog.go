@@ -491,17 +491,28 @@ func (l *Log) writeChunk(ch *chunk, upto uint32) error {
 	}
 	base := ChunkOffset(ch.c)
 	from, to := ch.wroteTo, alignDown(end)
-	if to > from {
-		if _, err := ch.seg.df.WriteDirect(ch.buf[from:to], base+from); err != nil {
-			return spaceErr("write segment", ch.seg.id, err)
+	var err error
+	switch {
+	case end == to:
+		_, err = ch.seg.df.WriteDirect(ch.buf[from:to], base+from)
+	case end-from <= 256<<10:
+		// A short prefix (frequent syncs): one write, from a copy whose
+		// last page is completed by zeros.
+		cp := alignedBuf(int(alignUp(end - from)))
+		copy(cp, ch.buf[from:end])
+		_, err = ch.seg.df.WriteDirect(cp, base+from)
+	default:
+		if to > from {
+			_, err = ch.seg.df.WriteDirect(ch.buf[from:to], base+from)
+		}
+		if err == nil {
+			page := alignedBuf(DirectAlign)
+			copy(page, ch.buf[to:end])
+			_, err = ch.seg.df.WriteDirect(page, base+to)
 		}
 	}
-	if end > to {
-		page := alignedBuf(DirectAlign)
-		copy(page, ch.buf[to:end])
-		if _, err := ch.seg.df.WriteDirect(page, base+to); err != nil {
-			return spaceErr("write segment", ch.seg.id, err)
-		}
+	if err != nil {
+		return spaceErr("write segment", ch.seg.id, err)
 	}
 	ch.written, ch.wroteTo = upto, to
 	return nil
