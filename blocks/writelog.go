@@ -6,6 +6,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // LogConfig configures a Log.
@@ -22,11 +23,118 @@ type Extent struct {
 	N     uint32
 }
 
+// DirectFile is a SegmentFile that can write around the page cache. The Log
+// stages the records of such a file in memory, a chunk at a time, and
+// writes whole chunks with WriteDirect; a store whose files are plain
+// SegmentFiles gets every record written through at Append.
+type DirectFile interface {
+	SegmentFile
+	// WriteDirect writes p at off. The address and length of p and off are
+	// multiples of DirectAlign.
+	WriteDirect(p []byte, off int64) (int, error)
+	// Allocate reserves the bytes [off, off+n) on the medium (the file may
+	// grow to off+n), so that a later write there neither fails for space
+	// nor extends the file. Media that cannot preallocate return nil.
+	Allocate(off, n int64) error
+	// Truncate sets the file's size (Close drops the preallocated tail).
+	Truncate(size int64) error
+}
+
+const (
+	// DirectAlign is the alignment WriteDirect gets: address, length, offset.
+	DirectAlign = 4096
+	// ChunkRecords records are staged and written together. 512 records
+	// are exactly 517 pages (512*4136 = 517*4096), so with the 4096-byte
+	// segment header every chunk starts on a page boundary.
+	ChunkRecords = 512
+	chunkBytes   = ChunkRecords * RecordSize
+	// maxChunks bounds the staged memory of a Log (16 x 2 MiB); an Append
+	// that needs another chunk waits for a flush.
+	maxChunks = 16
+	flushers  = 4
+)
+
+// ChunkOffset is where chunk c of a segment starts (page aligned).
+func ChunkOffset(c uint32) int64 { return SegHeaderSize + int64(c)*chunkBytes }
+
+func alignUp(n int64) int64   { return (n + DirectAlign - 1) &^ (DirectAlign - 1) }
+func alignDown(n int64) int64 { return n &^ (DirectAlign - 1) }
+
+// alignedBuf returns n bytes (n a multiple of DirectAlign) at an aligned address.
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+DirectAlign)
+	off := int(-uintptr(unsafe.Pointer(&b[0])) & (DirectAlign - 1))
+	return b[off : off+n : off+n]
+}
+
+// chunk stages records [first, first+n) of a direct segment. Appenders
+// reserve slots under Log.mu, encode into buf without it, and mark them
+// filled under it. A chunk whose n slots are filled is queued for a
+// flusher; Sync writes the filled prefix of a partial one. Reads of its
+// records are served from buf until it is written whole and dropped.
+type chunk struct {
+	seg      *openSeg
+	c        uint32 // chunk number within the segment
+	first, n uint32
+	buf      []byte // alignUp(n*RecordSize) bytes, page aligned; the tail past n records is zero
+
+	// under Log.mu
+	reserved uint32 // slots handed out (relative to first)
+	filled   [ChunkRecords / 64]uint64
+	nfilled  uint32
+	queued   bool
+	failed   error // the last flush failed; Sync retries it
+
+	wmu     sync.Mutex // serializes writes of buf to the file
+	written uint32     // records [0, written) are in the file (under wmu)
+	wroteTo int64      // bytes [0, wroteTo) of the chunk hold their final content (aligned; under wmu)
+
+	rw sync.RWMutex // readers of buf (R) against its recycling (W)
+}
+
+func (ch *chunk) prefixFilled(k uint32) bool {
+	for i := uint32(0); i < k; {
+		w := ch.filled[i/64]
+		if i%64 == 0 && k-i >= 64 {
+			if w != ^uint64(0) {
+				return false
+			}
+			i += 64
+			continue
+		}
+		if w&(1<<(i%64)) == 0 {
+			return false
+		}
+		i++
+	}
+	return true
+}
+
+// openSeg is a segment this Log has appended to and not yet synced and
+// closed (the open one and sealed ones awaiting Sync).
+type openSeg struct {
+	id       SegmentID
+	f        SegmentFile
+	df       DirectFile // nil: records are written through at Append
+	cur      *chunk     // the chunk being reserved into
+	chunks   map[uint32]*chunk
+	allocTo  int64 // bytes [0, allocTo) are preallocated
+	inflight int   // write-through appends that reserved and have not written yet
+	sealed   bool
+}
+
 // Log appends blocks to the host's open segment and reads them back with
 // verification. A new segment is started at every open, so records that an
 // earlier process wrote but never committed are never overwritten while a
 // commit could still reference them; such orphans are garbage the caller
 // removes once no tree references the segment.
+//
+// On a DirectFile store, records are staged in page-aligned chunks of
+// ChunkRecords (docs/format.md, "Segments"): full chunks are written by
+// background flushers with WriteDirect into preallocated space, Sync writes
+// the filled prefix of each partial chunk and then syncs the files. Slots are
+// reserved under the lock and encoded outside it, so concurrent appends
+// overlap.
 //
 // Sealed segments are immutable. A Log is safe for concurrent use.
 type Log struct {
@@ -34,15 +142,21 @@ type Log struct {
 	cfg   LogConfig
 
 	mu       sync.Mutex
-	open     SegmentFile
-	openID   SegmentID
+	cond     *sync.Cond // signalled when a slot is filled, a chunk is freed or a write-through append ends
+	open     *openSeg
 	next     uint32
 	dirty    bool
-	unsynced []SegmentFile // sealed since the last Sync, synced and closed by it
+	unsynced []*openSeg // sealed since the last Sync, synced and closed by it
+	segs     map[SegmentID]*openSeg
+	nchunks  int
+	free     [][]byte // recycled chunk buffers
+	flushq   chan *chunk
+	flushWG  sync.WaitGroup
+	flushErr error // a flush failed; appends stop until a Sync rewrites it
 	nextSeq  uint64
 	closed   bool
 	reserve  uint64
-	free     int64 // estimated free bytes, refreshed from the store
+	freeB    int64 // estimated free bytes, refreshed from the store
 	freeAt   time.Time
 
 	rmu     sync.RWMutex
@@ -73,7 +187,9 @@ func OpenLog(store Store, cfg LogConfig) (*Log, error) {
 	if cfg.SegmentBlocks == 0 {
 		cfg.SegmentBlocks = 16384
 	}
-	l := &Log{store: store, cfg: cfg, nextSeq: max(cfg.NextSeq, 1), readers: map[SegmentID]SegmentFile{}}
+	l := &Log{store: store, cfg: cfg, nextSeq: max(cfg.NextSeq, 1), readers: map[SegmentID]SegmentFile{},
+		segs: map[SegmentID]*openSeg{}}
+	l.cond = sync.NewCond(&l.mu)
 	ids, err := store.List()
 	if err != nil {
 		return nil, fmt.Errorf("blocks: list segments: %w", err)
@@ -109,7 +225,7 @@ func (l *Log) NextSeq() uint64 {
 func (l *Log) IsOpen(id SegmentID) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.open != nil && l.openID == id
+	return l.open != nil && l.open.id == id
 }
 
 // Space is the store's capacity and the bytes still free for blocks (free
@@ -126,18 +242,25 @@ func (l *Log) Space() (total, avail uint64, err error) {
 }
 
 func (l *Log) checkSpace(need int64) error {
-	if time.Since(l.freeAt) > 200*time.Millisecond || l.free-need < int64(l.reserve)+(64<<20) {
+	if time.Since(l.freeAt) > 200*time.Millisecond || l.freeB-need < int64(l.reserve)+(64<<20) {
 		_, free, err := l.store.Space()
 		if err != nil {
 			return fmt.Errorf("blocks: store space: %w", err)
 		}
-		l.free, l.freeAt = int64(free), time.Now()
+		l.freeB, l.freeAt = int64(free), time.Now()
 	}
-	if l.free-need < int64(l.reserve) {
+	if l.freeB-need < int64(l.reserve) {
 		return ErrNoSpace
 	}
-	l.free -= need
+	l.freeB -= need
 	return nil
+}
+
+func spaceErr(what string, id SegmentID, err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: %s %s: %w", ErrNoSpace, what, id, err)
+	}
+	return fmt.Errorf("blocks: %s %s: %w", what, id, err)
 }
 
 // Append writes len(data)/BlockSize blocks for volume vol starting at block
@@ -149,99 +272,369 @@ func (l *Log) Append(vol, first uint64, data []byte) ([]Extent, error) {
 		return nil, fmt.Errorf("blocks: append of %d bytes is not a whole number of blocks", len(data))
 	}
 	n := uint32(len(data) / BlockSize)
+	var exts []Extent
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return nil, ErrClosed
-	}
-	if err := l.checkSpace(int64(n) * RecordSize); err != nil {
+	if err := l.appendable(); err != nil {
+		l.mu.Unlock()
 		return nil, err
 	}
-	var exts []Extent
+	if err := l.checkSpace(int64(n) * RecordSize); err != nil {
+		l.mu.Unlock()
+		return nil, err
+	}
 	for done := uint32(0); done < n; {
+		// l.mu is held here.
+		if err := l.appendable(); err != nil {
+			l.mu.Unlock()
+			return nil, err
+		}
 		if l.open == nil || l.next >= l.cfg.SegmentBlocks {
 			if err := l.roll(); err != nil {
+				l.mu.Unlock()
 				return nil, err
 			}
 		}
+		s := l.open
 		k := min(n-done, l.cfg.SegmentBlocks-l.next)
-		bp := getBuf(int(k) * RecordSize)
-		buf := *bp
-		for i := uint32(0); i < k; i++ {
-			blk := done + i
-			encodeRecord(buf[int(i)*RecordSize:], l.openID, l.next+i, Tag{Volume: vol, Block: first + uint64(blk)},
-				data[int(blk)*BlockSize:int(blk+1)*BlockSize])
-		}
-		_, err := l.open.WriteAt(buf, RecordOffset(l.next))
-		putBuf(bp)
-		if err != nil {
-			if errors.Is(err, syscall.ENOSPC) {
-				return nil, fmt.Errorf("%w: %w", ErrNoSpace, err)
+		var ch *chunk
+		if s.df != nil {
+			if s.cur == nil || l.next >= s.cur.first+s.cur.n {
+				if l.nchunks >= maxChunks {
+					l.cond.Wait() // a flush frees a buffer; the state is re-checked
+					continue
+				}
+				if err := l.newChunk(s); err != nil {
+					l.mu.Unlock()
+					return nil, err
+				}
 			}
-			return nil, fmt.Errorf("blocks: append to segment %s: %w", l.openID, err)
+			ch = s.cur
+			k = min(k, ch.first+ch.n-l.next)
+			ch.reserved += k
+		} else {
+			s.inflight++
 		}
-		exts = append(exts, Extent{Seg: l.openID, Index: l.next, N: k})
+		idx := l.next
 		l.next += k
 		l.dirty = true
+		l.mu.Unlock()
+
+		src := data[int(done)*BlockSize : int(done+k)*BlockSize]
+		tag := Tag{Volume: vol, Block: first + uint64(done)}
+		var err error
+		if ch != nil {
+			encodeRecords(ch.buf[int(idx-ch.first)*RecordSize:], s.id, idx, tag, src)
+		} else {
+			bp := getBuf(int(k) * RecordSize)
+			encodeRecords(*bp, s.id, idx, tag, src)
+			_, err = s.f.WriteAt(*bp, RecordOffset(idx))
+			putBuf(bp)
+		}
+
+		l.mu.Lock()
+		if ch != nil {
+			l.fill(ch, idx-ch.first, k)
+		} else {
+			s.inflight--
+			if s.inflight == 0 {
+				l.cond.Broadcast()
+			}
+		}
+		if err != nil {
+			l.mu.Unlock()
+			return nil, spaceErr("append to segment", s.id, err)
+		}
+		exts = append(exts, Extent{Seg: s.id, Index: idx, N: k})
 		done += k
 	}
+	l.mu.Unlock()
 	return exts, nil
 }
 
+func (l *Log) appendable() error {
+	if l.closed {
+		return ErrClosed
+	}
+	if l.flushErr != nil {
+		if errors.Is(l.flushErr, syscall.ENOSPC) {
+			return fmt.Errorf("%w: %w", ErrNoSpace, l.flushErr)
+		}
+		return l.flushErr
+	}
+	return nil
+}
+
+func encodeRecords(dst []byte, seg SegmentID, idx uint32, tag Tag, data []byte) {
+	for i := 0; i < len(data)/BlockSize; i++ {
+		encodeRecord(dst[i*RecordSize:], seg, idx+uint32(i), Tag{Volume: tag.Volume, Block: tag.Block + uint64(i)},
+			data[i*BlockSize:(i+1)*BlockSize])
+	}
+}
+
+// newChunk starts the chunk that holds record l.next of s and preallocates
+// its bytes in the file. Caller holds l.mu.
+func (l *Log) newChunk(s *openSeg) error {
+	c := l.next / ChunkRecords
+	ch := &chunk{seg: s, c: c, first: c * ChunkRecords}
+	ch.n = min(ChunkRecords, l.cfg.SegmentBlocks-ch.first)
+	size := alignUp(int64(ch.n) * RecordSize)
+	if end := ChunkOffset(c) + size; end > s.allocTo {
+		// Preallocate the rest of the segment at once while space is
+		// plentiful: fallocate waits for the file's direct writes in
+		// flight, so one call per chunk would stall the flushers. Near the
+		// reserve, allocate chunk by chunk so that ENOSPC comes no earlier.
+		to := end
+		if rest := alignUp(RecordOffset(l.cfg.SegmentBlocks)); l.freeB-(rest-s.allocTo) > int64(l.reserve)+(256<<20) {
+			to = rest
+		}
+		if err := s.df.Allocate(s.allocTo, to-s.allocTo); err != nil {
+			return spaceErr("allocate in segment", s.id, err)
+		}
+		s.allocTo = to
+	}
+	if k := len(l.free); k > 0 && int64(cap(l.free[k-1])) >= size {
+		ch.buf = l.free[k-1][:size]
+		l.free = l.free[:k-1]
+		clear(ch.buf[int64(ch.n)*RecordSize:])
+	} else {
+		ch.buf = alignedBuf(int(max(size, alignUp(chunkBytes))))[:size]
+	}
+	l.nchunks++
+	s.cur = ch
+	s.chunks[c] = ch
+	if l.flushq == nil {
+		l.flushq = make(chan *chunk, maxChunks)
+		for range flushers {
+			l.flushWG.Add(1)
+			go l.flusher(l.flushq)
+		}
+	}
+	return nil
+}
+
+// fill marks slots [from, from+k) of ch encoded and queues a full chunk.
+// Caller holds l.mu.
+func (l *Log) fill(ch *chunk, from, k uint32) {
+	for i := from; i < from+k; i++ {
+		ch.filled[i/64] |= 1 << (i % 64)
+	}
+	ch.nfilled += k
+	if ch.nfilled == ch.n && !ch.queued && l.flushq != nil && !l.closed {
+		ch.queued = true
+		l.flushq <- ch // never blocks: capacity maxChunks >= live chunks
+	}
+	l.cond.Broadcast()
+}
+
+func (l *Log) flusher(q <-chan *chunk) {
+	defer l.flushWG.Done()
+	for ch := range q {
+		err := l.writeChunk(ch, ch.n)
+		l.mu.Lock()
+		if err != nil {
+			ch.failed = err
+			if l.flushErr == nil {
+				l.flushErr = err
+			}
+			l.cond.Broadcast()
+			l.mu.Unlock()
+			continue
+		}
+		l.mu.Unlock()
+		l.dropChunk(ch)
+	}
+}
+
+// dropChunk forgets a chunk written whole and recycles its buffer once no
+// reader is copying from it.
+func (l *Log) dropChunk(ch *chunk) {
+	l.mu.Lock()
+	if ch.seg.chunks[ch.c] != ch {
+		l.mu.Unlock()
+		return
+	}
+	delete(ch.seg.chunks, ch.c)
+	if ch.seg.cur == ch {
+		ch.seg.cur = nil
+	}
+	if len(ch.seg.chunks) == 0 && ch.seg.sealed {
+		delete(l.segs, ch.seg.id)
+	}
+	l.nchunks--
+	l.mu.Unlock()
+	ch.rw.Lock()
+	buf := ch.buf
+	ch.buf = nil
+	ch.rw.Unlock()
+	l.mu.Lock()
+	if len(l.free) < maxChunks && cap(buf) >= chunkBytes {
+		l.free = append(l.free, buf)
+	}
+	l.cond.Broadcast()
+	l.mu.Unlock()
+}
+
+// writeChunk writes records [0, upto) of ch (which must be filled) to the
+// file, from the first page not yet written in its final form. A prefix
+// that ends inside a page is written with that page completed by zeros, from
+// a copy: the bytes after it may be being encoded. The page is written again
+// later, with the same bytes for the records it already held.
+func (l *Log) writeChunk(ch *chunk, upto uint32) error {
+	ch.wmu.Lock()
+	defer ch.wmu.Unlock()
+	if ch.written >= upto {
+		return nil
+	}
+	end := int64(upto) * RecordSize
+	if upto == ch.n {
+		end = int64(len(ch.buf)) // the zero tail of a short last chunk
+	}
+	base := ChunkOffset(ch.c)
+	from, to := ch.wroteTo, alignDown(end)
+	var err error
+	switch {
+	case end == to:
+		_, err = ch.seg.df.WriteDirect(ch.buf[from:to], base+from)
+	case end-from <= 256<<10:
+		// A short prefix (frequent syncs): one write, from a copy whose
+		// last page is completed by zeros.
+		cp := alignedBuf(int(alignUp(end - from)))
+		copy(cp, ch.buf[from:end])
+		_, err = ch.seg.df.WriteDirect(cp, base+from)
+	default:
+		if to > from {
+			_, err = ch.seg.df.WriteDirect(ch.buf[from:to], base+from)
+		}
+		if err == nil {
+			page := alignedBuf(DirectAlign)
+			copy(page, ch.buf[to:end])
+			_, err = ch.seg.df.WriteDirect(page, base+to)
+		}
+	}
+	if err != nil {
+		return spaceErr("write segment", ch.seg.id, err)
+	}
+	ch.written, ch.wroteTo = upto, to
+	return nil
+}
+
 // roll seals the open segment (it is synced and closed by the next Sync) and
-// starts a new one.
+// starts a new one. Caller holds l.mu.
 func (l *Log) roll() error {
 	id := MakeSegmentID(l.cfg.Host, l.nextSeq)
 	f, err := l.store.Create(id)
 	if err != nil {
-		if errors.Is(err, syscall.ENOSPC) {
-			return fmt.Errorf("%w: %w", ErrNoSpace, err)
-		}
-		return fmt.Errorf("blocks: create segment %s: %w", id, err)
+		return spaceErr("create segment", id, err)
 	}
-	if _, err := f.WriteAt(encodeSegHeader(id), 0); err != nil {
+	s := &openSeg{id: id, f: f, chunks: map[uint32]*chunk{}}
+	hdr := encodeSegHeader(id)
+	if df, ok := f.(DirectFile); ok {
+		s.df = df
+		b := alignedBuf(SegHeaderSize)
+		copy(b, hdr)
+		_, err = df.WriteDirect(b, 0)
+	} else {
+		_, err = f.WriteAt(hdr, 0)
+	}
+	if err != nil {
 		f.Close()
 		l.store.Remove(id)
-		if errors.Is(err, syscall.ENOSPC) {
-			return fmt.Errorf("%w: %w", ErrNoSpace, err)
-		}
-		return fmt.Errorf("blocks: write segment header %s: %w", id, err)
+		return spaceErr("write segment header", id, err)
 	}
 	l.nextSeq++
 	if l.open != nil {
+		l.open.sealed = true
+		l.open.cur = nil
+		if len(l.open.chunks) == 0 {
+			delete(l.segs, l.open.id)
+		}
 		l.unsynced = append(l.unsynced, l.open)
 	}
-	l.open, l.openID, l.next, l.dirty = f, id, 0, true
+	l.open, l.next, l.dirty = s, 0, true
+	l.segs[id] = s
 	return nil
 }
 
-// Sync makes every Append that returned before it was called durable.
+type syncJob struct {
+	ch     *chunk
+	target uint32
+}
+
+// Sync makes every Append that returned before it was called durable: it
+// waits until the slots reserved so far are encoded, writes every staged
+// chunk up to there, and syncs the files.
 func (l *Log) Sync() error {
 	l.mu.Lock()
-	files := l.unsynced
+	segs := l.unsynced
 	l.unsynced = nil
-	var open SegmentFile
+	var open *openSeg
 	if l.dirty && l.open != nil {
 		open = l.open
 		l.dirty = false
 	}
-	l.mu.Unlock()
-	for i, f := range files {
-		if err := f.Sync(); err != nil {
-			l.mu.Lock()
-			l.unsynced = append(l.unsynced, files[i:]...)
-			l.dirty = l.dirty || open != nil
-			l.mu.Unlock()
-			return fmt.Errorf("blocks: sync sealed segment: %w", err)
+	var jobs []syncJob
+	for _, s := range append(segs[:len(segs):len(segs)], open) {
+		if s != nil {
+			for _, ch := range s.chunks {
+				jobs = append(jobs, syncJob{ch, ch.reserved})
+			}
 		}
-		f.Close()
+	}
+	l.mu.Unlock()
+	fail := func(rest []*openSeg, err error) error {
+		l.mu.Lock()
+		l.unsynced = append(rest[:len(rest):len(rest)], l.unsynced...)
+		l.dirty = l.dirty || open != nil
+		l.mu.Unlock()
+		return err
+	}
+	for _, j := range jobs {
+		l.mu.Lock()
+		for !j.ch.prefixFilled(j.target) {
+			l.cond.Wait()
+		}
+		l.mu.Unlock()
+		if err := l.writeChunk(j.ch, j.target); err != nil {
+			return fail(segs, fmt.Errorf("blocks: sync: %w", err))
+		}
+		if j.target == j.ch.n {
+			l.mu.Lock()
+			if j.ch.failed != nil { // a flusher's write failed; this one did not
+				j.ch.failed = nil
+				l.flushErr = nil
+				for _, s := range l.segs {
+					for _, c := range s.chunks {
+						if c.failed != nil {
+							l.flushErr = c.failed
+						}
+					}
+				}
+			}
+			l.mu.Unlock()
+			l.dropChunk(j.ch)
+		}
+	}
+	// A sealed segment takes no new reservation: wait out write-through
+	// appends still writing to it.
+	l.mu.Lock()
+	for _, s := range segs {
+		for s.inflight > 0 {
+			l.cond.Wait()
+		}
+	}
+	l.mu.Unlock()
+	for i, s := range segs {
+		if err := s.f.Sync(); err != nil {
+			return fail(segs[i:], fmt.Errorf("blocks: sync sealed segment %s: %w", s.id, err))
+		}
+		l.mu.Lock()
+		delete(l.segs, s.id) // its chunks were all written and dropped above
+		l.mu.Unlock()
+		s.f.Close()
 	}
 	if open != nil {
-		if err := open.Sync(); err != nil {
-			l.mu.Lock()
-			l.dirty = true
-			l.mu.Unlock()
-			return fmt.Errorf("blocks: sync open segment: %w", err)
+		if err := open.f.Sync(); err != nil {
+			return fail(nil, fmt.Errorf("blocks: sync open segment %s: %w", open.id, err))
 		}
 	}
 	return nil
@@ -267,6 +660,55 @@ func (l *Log) reader(id SegmentID) (SegmentFile, error) {
 	return f, nil
 }
 
+// readRaw fills buf (len n*RecordSize) with records [idx, idx+n) of seg as
+// stored: from a staged chunk when it is still in memory, else from the file.
+func (l *Log) readRaw(seg SegmentID, idx uint32, buf []byte) error {
+	n := uint32(len(buf) / RecordSize)
+	for done := uint32(0); done < n; {
+		i := idx + done
+		k := n - done
+		var ch *chunk
+		l.mu.Lock()
+		if s := l.segs[seg]; s != nil && s.df != nil {
+			c := i / ChunkRecords
+			k = min(k, (c+1)*ChunkRecords-i)
+			if ch = s.chunks[c]; ch != nil {
+				for j := i - ch.first; j < min(i+k, ch.first+ch.n)-ch.first; j++ {
+					if ch.filled[j/64]&(1<<(j%64)) == 0 {
+						l.mu.Unlock()
+						return &CorruptError{Seg: seg, Index: ch.first + j, Reason: "record not written"}
+					}
+				}
+				ch.rw.RLock()
+			}
+		}
+		l.mu.Unlock()
+		part := buf[int(done)*RecordSize : int(done+k)*RecordSize]
+		if ch != nil {
+			if ch.buf != nil && i+k <= ch.first+ch.n {
+				copy(part, ch.buf[int(i-ch.first)*RecordSize:])
+				ch.rw.RUnlock()
+				done += k
+				continue
+			}
+			ch.rw.RUnlock()
+		}
+		f, err := l.reader(seg)
+		if err != nil {
+			return fmt.Errorf("blocks: open segment %s: %w", seg, err)
+		}
+		got, err := f.ReadAt(part, RecordOffset(i))
+		if got < len(part) {
+			if err == nil || isEOF(err) {
+				return &CorruptError{Seg: seg, Index: i + uint32(got/RecordSize), Reason: "record beyond end of segment"}
+			}
+			return fmt.Errorf("blocks: read segment %s: %w", seg, err)
+		}
+		done += k
+	}
+	return nil
+}
+
 // Read reads and verifies e.N blocks of extent e into dst (len e.N*BlockSize).
 // A checksum failure returns a *CorruptError and leaves dst unspecified;
 // the caller must not return dst as data.
@@ -274,19 +716,11 @@ func (l *Log) Read(e Extent, dst []byte) error {
 	if len(dst) != int(e.N)*BlockSize {
 		return fmt.Errorf("blocks: read buffer of %d bytes for %d blocks", len(dst), e.N)
 	}
-	f, err := l.reader(e.Seg)
-	if err != nil {
-		return fmt.Errorf("blocks: open segment %s: %w", e.Seg, err)
-	}
 	bp := getBuf(int(e.N) * RecordSize)
 	defer putBuf(bp)
 	buf := *bp
-	n, err := f.ReadAt(buf, RecordOffset(e.Index))
-	if n < len(buf) {
-		if err == nil || isEOF(err) {
-			return &CorruptError{Seg: e.Seg, Index: e.Index + uint32(n/RecordSize), Reason: "record beyond end of segment"}
-		}
-		return fmt.Errorf("blocks: read segment %s: %w", e.Seg, err)
+	if err := l.readRaw(e.Seg, e.Index, buf); err != nil {
+		return err
 	}
 	for i := uint32(0); i < e.N; i++ {
 		data, _, err := DecodeRecord(buf[int(i)*RecordSize:], e.Seg, e.Index+i)
@@ -300,17 +734,9 @@ func (l *Log) Read(e Extent, dst []byte) error {
 
 // ReadRecord reads one record and returns its data and tag (for scrubbing).
 func (l *Log) ReadRecord(seg SegmentID, idx uint32) ([]byte, Tag, error) {
-	f, err := l.reader(seg)
-	if err != nil {
-		return nil, Tag{}, fmt.Errorf("blocks: open segment %s: %w", seg, err)
-	}
 	rec := make([]byte, RecordSize)
-	n, err := f.ReadAt(rec, RecordOffset(idx))
-	if n < RecordSize {
-		if err == nil || isEOF(err) {
-			return nil, Tag{}, &CorruptError{Seg: seg, Index: idx, Reason: "record beyond end of segment"}
-		}
-		return nil, Tag{}, fmt.Errorf("blocks: read segment %s: %w", seg, err)
+	if err := l.readRaw(seg, idx, rec); err != nil {
+		return nil, Tag{}, err
 	}
 	return DecodeRecord(rec, seg, idx)
 }
@@ -335,10 +761,28 @@ func (l *Log) Close() error {
 	err := l.Sync()
 	l.mu.Lock()
 	l.closed = true
+	q := l.flushq
+	l.flushq = nil
+	l.mu.Unlock()
+	if q != nil {
+		close(q)
+		l.flushWG.Wait()
+	}
+	l.mu.Lock()
 	if l.open != nil {
-		l.open.Close()
+		if s := l.open; s.df != nil && err == nil && s.allocTo > RecordOffset(l.next) {
+			// Give back the preallocated tail; every record is written.
+			if e := s.df.Truncate(RecordOffset(l.next)); e != nil {
+				err = fmt.Errorf("blocks: trim segment %s: %w", s.id, e)
+			}
+		}
+		l.open.f.Close()
 		l.open = nil
 	}
+	for _, s := range l.unsynced {
+		s.f.Close()
+	}
+	l.unsynced = nil
 	l.mu.Unlock()
 	l.rmu.Lock()
 	for id, f := range l.readers {

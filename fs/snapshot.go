@@ -186,39 +186,19 @@ func (f *FS) Clone(src, dstParent uint64, dstName string) (Attr, error) {
 // CloneWithOrigin is Clone recording where the clone came from (a path,
 // shown by Describe; files inside a cloned directory get origin/relpath).
 func (f *FS) CloneWithOrigin(src, dstParent uint64, dstName, origin string) (Attr, error) {
-	if err := checkName(dstName); err != nil {
-		return Attr{}, err
-	}
-	if err := reserved(dstParent, dstName); err != nil {
-		return Attr{}, err
-	}
-	var ino uint64
-	err := f.commitWith(func(b *meta.Batch) error {
-		f.nsMu.Lock()
-		defer f.nsMu.Unlock()
-		p, err := f.newEntryParent(dstParent, dstName)
-		if err != nil {
-			return err
-		}
+	return f.cloneInto(dstParent, dstName, func(b *meta.Batch, t int64) (uint64, uint32, error) {
 		in, err := f.inode(src)
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
 		if isDir(in.Mode) {
 			if err := f.checkNotAncestor(src, dstParent); err != nil {
-				return fmt.Errorf("%w: cannot clone a directory into itself", err)
+				return 0, 0, fmt.Errorf("%w: cannot clone a directory into itself", err)
 			}
 		}
-		t := now()
-		if ino, err = f.cloneNode(b, src, in, dstParent, origin, t); err != nil {
-			return err
-		}
-		return f.linkNew(b, dstParent, p, dstName, ino, in.Mode, t)
+		ino, err := f.cloneNode(b, src, in, dstParent, origin, t)
+		return ino, in.Mode, err
 	})
-	if err != nil {
-		return Attr{}, err
-	}
-	return f.GetAttr(ino)
 }
 
 // CloneSnapshot makes dstName in dstParent a writable file with a
@@ -229,6 +209,31 @@ func (f *FS) CloneSnapshot(id, dstParent uint64, dstName string) (Attr, error) {
 
 // CloneSnapshotWithOrigin is CloneSnapshot recording where it came from.
 func (f *FS) CloneSnapshotWithOrigin(id, dstParent uint64, dstName, origin string) (Attr, error) {
+	return f.cloneInto(dstParent, dstName, func(b *meta.Batch, t int64) (uint64, uint32, error) {
+		s, err := f.trees.SnapshotByID(id)
+		if err != nil {
+			return 0, 0, metaErr(err)
+		}
+		vin, err := f.inode(s.Vol)
+		if err != nil {
+			return 0, 0, err
+		}
+		in := &meta.Inode{Mode: vin.Mode, Uid: vin.Uid, Gid: vin.Gid, Nlink: 1, Atime: t, Mtime: s.Created, Ctime: t, Origin: origin}
+		ino := b.AllocIno()
+		if err := metaErr(f.trees.CloneSnapshot(id, ino, t)); err != nil {
+			return 0, 0, err
+		}
+		if err := f.trees.SetAttrs(ino, s.Head.Size, s.Created, t); err != nil {
+			return 0, 0, metaErr(err)
+		}
+		b.PutInode(ino, in)
+		return ino, in.Mode, f.copyXattrs(b, s.Vol, ino)
+	})
+}
+
+// cloneInto runs build, which writes a new inode into b, and enters it as
+// dstName in dstParent, all in one commit (see commitWith).
+func (f *FS) cloneInto(dstParent uint64, dstName string, build func(b *meta.Batch, t int64) (ino uint64, mode uint32, err error)) (Attr, error) {
 	if err := checkName(dstName); err != nil {
 		return Attr{}, err
 	}
@@ -243,28 +248,12 @@ func (f *FS) CloneSnapshotWithOrigin(id, dstParent uint64, dstName, origin strin
 		if err != nil {
 			return err
 		}
-		s, err := f.trees.SnapshotByID(id)
-		if err != nil {
-			return metaErr(err)
-		}
-		vin, err := f.inode(s.Vol)
-		if err != nil {
-			return err
-		}
 		t := now()
-		in := &meta.Inode{Mode: vin.Mode, Uid: vin.Uid, Gid: vin.Gid, Nlink: 1, Atime: t, Mtime: s.Created, Ctime: t, Origin: origin}
-		ino = b.AllocIno()
-		if err := metaErr(f.trees.CloneSnapshot(id, ino, t)); err != nil {
+		var mode uint32
+		if ino, mode, err = build(b, t); err != nil {
 			return err
 		}
-		if err := f.trees.SetAttrs(ino, s.Head.Size, s.Created, t); err != nil {
-			return metaErr(err)
-		}
-		b.PutInode(ino, in)
-		if err := f.copyXattrs(b, s.Vol, ino); err != nil {
-			return err
-		}
-		return f.linkNew(b, dstParent, p, dstName, ino, in.Mode, t)
+		return f.linkNew(b, dstParent, p, dstName, ino, mode, t)
 	})
 	if err != nil {
 		return Attr{}, err

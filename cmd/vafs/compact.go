@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/vafs/vafs/fs/control"
 
 	"github.com/urfave/cli/v2"
 )
@@ -21,20 +22,12 @@ func runCompact(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fail := func(err error) error { return fmt.Errorf("compact %s: %w", a[0], err) }
-	at, err := locate(a[0])
-	if err != nil {
-		return fail(err)
-	}
-	cl, err := dial(at)
-	if err != nil {
-		return fail(err)
-	}
-	defer cl.Close()
-	st, err := cl.Compact()
-	if err != nil {
-		return fail(err)
-	}
-	fmt.Printf("compacted %d segments, moved %d blocks, freed %d bytes\n", st.Segments, st.Moved, st.Freed)
-	return nil
+	return onMount(a[0], fmt.Sprintf("compact %s", a[0]), func(at onVafs, cl *control.Client) error {
+		st, err := cl.Compact()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("compacted %d segments, moved %d blocks, freed %d bytes\n", st.Segments, st.Moved, st.Freed)
+		return nil
+	})
 }

@@ -179,6 +179,23 @@ func dial(at onVafs) (*control.Client, error) {
 	return control.Dial(at.dataDir)
 }
 
+// onMount finds the mount holding path, connects to it and calls fn; every
+// error is prefixed with what (the command as the user typed it).
+func onMount(path, what string, fn func(at onVafs, cl *control.Client) error) error {
+	at, err := locate(path)
+	if err == nil {
+		var cl *control.Client
+		if cl, err = dial(at); err == nil {
+			err = fn(at, cl)
+			cl.Close()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
 // usageError is a usage error: exit status 2, with the command's usage
 // line.
 func usageError(c *cli.Context, format string, a ...interface{}) error {

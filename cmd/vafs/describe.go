@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/vafs/vafs/fs/control"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
@@ -38,49 +39,41 @@ func runDescribe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fail := func(err error) error { return fmt.Errorf("describe %s: %w", a[0], err) }
-	at, err := locate(a[0])
-	if err != nil {
-		return fail(err)
-	}
-	cl, err := dial(at)
-	if err != nil {
-		return fail(err)
-	}
-	defer cl.Close()
-	d, err := cl.Describe(at.rel)
-	if err != nil {
-		return fail(err)
-	}
-	path := filepath.Join(at.mount, at.rel)
-	if c.Bool("json") {
-		return printJSON(describeJSON{Path: path, Ino: d.Ino, Size: d.Size, Allocated: d.Allocated, Unique: d.Unique,
-			Shared: d.Shared, SnapshotOnly: d.SnapshotOnly, Origin: d.Origin, Snapshots: toSnapshotJSON(d.Snapshots)})
-	}
-	origin := d.Origin
-	if origin == "" {
-		origin = "-"
-	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "path\t%s\n", path)
-	fmt.Fprintf(tw, "size\t%s\n", human(d.Size))
-	fmt.Fprintf(tw, "allocated\t%s\n", human(d.Allocated))
-	fmt.Fprintf(tw, "unique\t%s\n", human(d.Unique))
-	fmt.Fprintf(tw, "shared\t%s\n", human(d.Shared))
-	fmt.Fprintf(tw, "snapshot-only\t%s\n", human(d.SnapshotOnly))
-	fmt.Fprintf(tw, "origin\t%s\n", origin)
-	fmt.Fprintf(tw, "snapshots\t%d\n", len(d.Snapshots))
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if len(d.Snapshots) == 0 {
-		return nil
-	}
-	fmt.Println()
-	tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tCREATED\tSIZE")
-	for _, s := range d.Snapshots {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, created(s.Created), human(s.Size))
-	}
-	return tw.Flush()
+	return onMount(a[0], fmt.Sprintf("describe %s", a[0]), func(at onVafs, cl *control.Client) error {
+		d, err := cl.Describe(at.rel)
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(at.mount, at.rel)
+		if c.Bool("json") {
+			return printJSON(describeJSON{Path: path, Ino: d.Ino, Size: d.Size, Allocated: d.Allocated, Unique: d.Unique,
+				Shared: d.Shared, SnapshotOnly: d.SnapshotOnly, Origin: d.Origin, Snapshots: toSnapshotJSON(d.Snapshots)})
+		}
+		origin := d.Origin
+		if origin == "" {
+			origin = "-"
+		}
+		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "path\t%s\n", path)
+		fmt.Fprintf(tw, "size\t%s\n", human(d.Size))
+		fmt.Fprintf(tw, "allocated\t%s\n", human(d.Allocated))
+		fmt.Fprintf(tw, "unique\t%s\n", human(d.Unique))
+		fmt.Fprintf(tw, "shared\t%s\n", human(d.Shared))
+		fmt.Fprintf(tw, "snapshot-only\t%s\n", human(d.SnapshotOnly))
+		fmt.Fprintf(tw, "origin\t%s\n", origin)
+		fmt.Fprintf(tw, "snapshots\t%d\n", len(d.Snapshots))
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if len(d.Snapshots) == 0 {
+			return nil
+		}
+		fmt.Println()
+		tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tCREATED\tSIZE")
+		for _, s := range d.Snapshots {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, created(s.Created), human(s.Size))
+		}
+		return tw.Flush()
+	})
 }

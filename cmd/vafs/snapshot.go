@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/vafs/vafs/fs/control"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -66,20 +68,12 @@ func runSnapshotCreate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fail := func(err error) error { return fmt.Errorf("snapshot create %s %s: %w", a[0], a[1], err) }
-	at, err := locate(a[0])
-	if err != nil {
-		return fail(err)
-	}
-	cl, err := dial(at)
-	if err != nil {
-		return fail(err)
-	}
-	defer cl.Close()
-	if _, err := cl.SnapshotCreate(at.rel, a[1]); err != nil {
-		return fail(err)
-	}
-	return nil
+	return onMount(a[0], fmt.Sprintf("snapshot create %s %s", a[0], a[1]), func(at onVafs, cl *control.Client) error {
+		if _, err := cl.SnapshotCreate(at.rel, a[1]); err != nil {
+			return err
+		}
+		return nil
+	})
 }
 
 // snapshotJSON is a snapshot in --json output.
@@ -116,29 +110,21 @@ func runSnapshotList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fail := func(err error) error { return fmt.Errorf("snapshot list %s: %w", a[0], err) }
-	at, err := locate(a[0])
-	if err != nil {
-		return fail(err)
-	}
-	cl, err := dial(at)
-	if err != nil {
-		return fail(err)
-	}
-	defer cl.Close()
-	list, err := cl.Snapshots(at.rel)
-	if err != nil {
-		return fail(err)
-	}
-	if c.Bool("json") {
-		return printJSON(toSnapshotJSON(list))
-	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tCREATED\tSIZE")
-	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%d\n", s.Name, created(s.Created), s.Size)
-	}
-	return tw.Flush()
+	return onMount(a[0], fmt.Sprintf("snapshot list %s", a[0]), func(at onVafs, cl *control.Client) error {
+		list, err := cl.Snapshots(at.rel)
+		if err != nil {
+			return err
+		}
+		if c.Bool("json") {
+			return printJSON(toSnapshotJSON(list))
+		}
+		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tCREATED\tSIZE")
+		for _, s := range list {
+			fmt.Fprintf(tw, "%s\t%s\t%d\n", s.Name, created(s.Created), s.Size)
+		}
+		return tw.Flush()
+	})
 }
 
 func runSnapshotDelete(c *cli.Context) error {
@@ -146,20 +132,12 @@ func runSnapshotDelete(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fail := func(err error) error { return fmt.Errorf("snapshot delete %s %s: %w", a[0], a[1], err) }
-	at, err := locate(a[0])
-	if err != nil {
-		return fail(err)
-	}
-	cl, err := dial(at)
-	if err != nil {
-		return fail(err)
-	}
-	defer cl.Close()
-	if err := cl.SnapshotDelete(at.rel, a[1]); err != nil {
-		return fail(err)
-	}
-	return nil
+	return onMount(a[0], fmt.Sprintf("snapshot delete %s %s", a[0], a[1]), func(at onVafs, cl *control.Client) error {
+		if err := cl.SnapshotDelete(at.rel, a[1]); err != nil {
+			return err
+		}
+		return nil
+	})
 }
 
 func runSnapshotRollback(c *cli.Context) error {
@@ -167,27 +145,38 @@ func runSnapshotRollback(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fail := func(err error) error { return fmt.Errorf("rollback %s: %w", a[0], err) }
-	at, err := locate(a[0])
-	if err != nil {
-		return fail(err)
-	}
-	cl, err := dial(at)
-	if err != nil {
-		return fail(err)
-	}
-	defer cl.Close()
-	if err := cl.SnapshotRollback(at.rel, a[1], c.Bool("force")); err != nil {
-		if errors.Is(err, fs.ErrBusy) {
-			return fail(fmt.Errorf("%w (stop the VM first, or --force)", err))
+	return onMount(a[0], fmt.Sprintf("rollback %s", a[0]), func(at onVafs, cl *control.Client) error {
+		if err := cl.SnapshotRollback(at.rel, a[1], c.Bool("force")); err != nil {
+			if errors.Is(err, fs.ErrBusy) {
+				return fmt.Errorf("%w (stop the VM first, or --force)", err)
+			}
+			return err
 		}
-		return fail(err)
-	}
-	return nil
+		return resetKernelSize(at, cl, a[1])
+	})
 }
 
 func printJSON(v interface{}) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// resetKernelSize sets the rolled-back size through the mount. On a
+// --writeback-cache mount the kernel keeps its own idea of a file's size
+// and ignores the server's, so after a rollback it would still show (and
+// append at) the old size; a truncate to the snapshot's size, which is
+// what the file already has, makes it take the new one. On other mounts
+// it changes nothing.
+func resetKernelSize(at onVafs, cl *control.Client, name string) error {
+	list, err := cl.Snapshots(at.rel)
+	if err != nil {
+		return err
+	}
+	for _, s := range list {
+		if s.Name == name {
+			return os.Truncate(filepath.Join(at.mount, at.rel), int64(s.Size))
+		}
+	}
+	return nil // deleted since: nothing to match
 }

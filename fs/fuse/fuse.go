@@ -26,6 +26,17 @@ type Options struct {
 
 const ttl = time.Second
 
+// ttlFor is how long the kernel may cache an entry or attributes: ttl for
+// real files, 0 under .snapshots, whose entries vanish when a snapshot or
+// its file is deleted through the control socket (not through the kernel),
+// so a cached entry would outlive its snapshot.
+func ttlFor(node uint64) time.Duration {
+	if isVirtual(node) {
+		return 0
+	}
+	return ttl
+}
+
 type rawFS struct {
 	gofuse.RawFileSystem
 	fs *vfs.FS
@@ -112,8 +123,8 @@ func fillAttr(a vfs.Attr, out *gofuse.Attr) {
 func fillEntry(a vfs.Attr, out *gofuse.EntryOut) {
 	out.NodeId = a.Ino
 	out.Generation = 1
-	out.SetEntryTimeout(ttl)
-	out.SetAttrTimeout(ttl)
+	out.SetEntryTimeout(ttlFor(a.Ino))
+	out.SetAttrTimeout(ttlFor(a.Ino))
 	fillAttr(a, &out.Attr)
 }
 
@@ -144,7 +155,7 @@ func (r *rawFS) GetAttr(_ <-chan struct{}, in *gofuse.GetAttrIn, out *gofuse.Att
 	if err != nil {
 		return r.errno("getattr", err)
 	}
-	out.SetTimeout(ttl)
+	out.SetTimeout(ttlFor(in.NodeId))
 	fillAttr(a, &out.Attr)
 	return gofuse.OK
 }
