@@ -105,7 +105,7 @@ tidy-check:
         exit 1
     fi
 
-# Benchmark vafs against a plain file, a qemu-storage-daemon qcow2 FUSE export and a go-fuse loopback; writes docs/bench.md. Pass -quick for a smoke run.
+# Benchmark vafs against a plain file, a qemu-storage-daemon qcow2 FUSE export and a go-fuse loopback (fio), plus clone time, reads against snapshot depth and metadata size; writes docs/bench.md. -quick for a smoke run, -sections fio,clone,depth,meta for a subset.
 bench *ARGS: build
     go run ./integration/bench -vafs "{{ vafs }}" {{ ARGS }}
 
