@@ -69,10 +69,12 @@ test: setup build
     # slow them down, so they run without it.
     mapfile -t unit < <(go list ./... | grep -v '/integration\(/\|$\)' || true)
     if ((${#unit[@]})); then
-        go test -race -count=1 -timeout 40m "${unit[@]}"
+        # A hung test fails after 15 minutes with every goroutine's stack,
+        # instead of eating the whole CI budget.
+        go test -race -count=1 -timeout 15m "${unit[@]}"
     fi
     if [[ -n "$(go list ./integration/... 2>/dev/null || true)" ]]; then
-        VAFS_BIN="{{ vafs }}" go test -count=1 -timeout 40m -v ./integration/...
+        VAFS_BIN="{{ vafs }}" go test -count=1 -timeout 30m -v ./integration/...
     fi
 
 # What CI runs: fail if `go mod tidy` would change go.mod or go.sum, then the whole suite.

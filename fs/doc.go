@@ -7,10 +7,12 @@
 // errors.go; only fs/fuse turns them into errno. fs must never import
 // go-fuse, cmd, cluster or cachessd (it is handed a blocks.Store).
 //
-// Locking, outermost first: volume.wmu (one writer per volume, so that
-// read-modify-write of partial blocks is atomic), FS.nsMu (namespace
-// changes), FS.state (read-locked by every mutation, write-locked by a
-// commit while it captures the tree state), FS.gcMu (read-locked from
+// Locking, outermost first: FS.commitMu (one commit at a time),
+// volume.wmu (shared by whole-block writes, exclusive for every other
+// change of a volume, so read-modify-write of partial blocks is atomic),
+// FS.state (read-locked by every mutation, write-locked by a commit while
+// it captures the tree state, and by clone/snapshot/rollback for their
+// whole change), FS.nsMu (namespace changes), FS.gcMu (read-locked from
 // mapping lookup to block read, write-locked while dead segments are
 // removed).
 package fs

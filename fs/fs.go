@@ -55,7 +55,7 @@ type FS struct {
 }
 
 type volume struct {
-	wmu     sync.Mutex
+	wmu     sync.RWMutex // shared by whole-block writes, exclusive for everything else
 	opens   int
 	writers int // opens that may write
 }
@@ -131,7 +131,7 @@ func (f *FS) recover() error {
 	if err := b.Commit(false); err != nil {
 		return err
 	}
-	heads, err := f.trees.Heads()
+	heads, err := f.trees.Volumes()
 	if err != nil {
 		return err
 	}
@@ -232,11 +232,27 @@ func (f *FS) committer() {
 // Commit makes everything written so far durable: the appended blocks
 // first, then one synced Pebble batch with the trees, refcounts and heads
 // that reach them. Afterwards segments no tree references are removed.
-func (f *FS) Commit() error {
+func (f *FS) Commit() error { return f.commitWith(nil) }
+
+// commitWith is Commit with a change made atomically with it: fn runs
+// under the state lock held exclusively (no write, no other change in
+// flight), may change the trees and add namespace records to the batch,
+// and everything lands in the one synced batch. A crash leaves either the
+// state before fn or the state after it. fn must check before it changes
+// anything: an error from fn aborts the commit, but tree changes it made
+// stay in memory.
+func (f *FS) commitWith(fn func(b *meta.Batch) error) error {
 	f.commitMu.Lock()
 	defer f.commitMu.Unlock()
 	f.state.Lock()
 	b := f.db.NewBatch()
+	if fn != nil {
+		if err := fn(b); err != nil {
+			f.state.Unlock()
+			b.Close()
+			return err
+		}
+	}
 	f.db.SetNextSeq(f.log.NextSeq())
 	fl := f.trees.Flush(b)
 	f.state.Unlock()

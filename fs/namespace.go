@@ -180,6 +180,9 @@ func (f *FS) mknode(parent uint64, name string, in *meta.Inode) (Attr, error) {
 	if err := checkName(name); err != nil {
 		return Attr{}, err
 	}
+	if err := reserved(parent, name); err != nil {
+		return Attr{}, err
+	}
 	f.state.RLock()
 	defer f.state.RUnlock()
 	f.nsMu.Lock()
@@ -226,6 +229,9 @@ func (f *FS) Readlink(ino uint64) (string, error) {
 // Link makes another name for ino.
 func (f *FS) Link(ino, parent uint64, name string) (Attr, error) {
 	if err := checkName(name); err != nil {
+		return Attr{}, err
+	}
+	if err := reserved(parent, name); err != nil {
 		return Attr{}, err
 	}
 	f.state.RLock()
@@ -358,6 +364,9 @@ func (f *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName 
 		return ErrInvalid
 	}
 	if err := checkName(newName); err != nil {
+		return err
+	}
+	if err := reserved(newParent, newName); err != nil {
 		return err
 	}
 	f.state.RLock()

@@ -33,14 +33,21 @@ func putBlocks(p *[]byte) {
 // lockVolume takes what a change to a volume's blocks needs, in order: the
 // volume's writer lock (read-modify-write of partial blocks is atomic) and
 // the state read lock (no commit captures a half-done change), and returns
-// the head as it is under those locks.
-func (f *FS) lockVolume(ino uint64) (meta.Head, func(), error) {
+// the head as it is under those locks. shared takes the writer lock
+// shared: whole-block writes replace blocks without reading them, so they
+// may run side by side (qemu and fio keep many in flight); every other
+// change takes it exclusively.
+func (f *FS) lockVolume(ino uint64, shared ...bool) (meta.Head, func(), error) {
 	v := f.vol(ino)
-	v.wmu.Lock()
+	lock, unlockW := v.wmu.Lock, v.wmu.Unlock
+	if len(shared) > 0 && shared[0] {
+		lock, unlockW = v.wmu.RLock, v.wmu.RUnlock
+	}
+	lock()
 	f.state.RLock()
 	unlock := func() {
 		f.state.RUnlock()
-		v.wmu.Unlock()
+		unlockW()
 	}
 	h, err := f.trees.Head(ino)
 	if err != nil {
@@ -102,17 +109,26 @@ func (f *FS) readMappings(ino, first uint64, ms []meta.Mapping, dst []byte) erro
 
 // ReadAt reads from a volume; past the end it returns fewer bytes.
 func (f *FS) ReadAt(ino uint64, p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, ErrInvalid
-	}
 	h, err := f.trees.Head(ino)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	if uint64(off) >= h.Size {
+	return f.readClipped(h.Size, p, off, func(first uint64, dst []byte) error {
+		return f.readBlocks(ino, first, dst)
+	})
+}
+
+// readClipped reads [off, off+len(p)) of something size bytes long whose
+// whole blocks read fills (from block first on), going through a block
+// buffer only when the range is not block aligned.
+func (f *FS) readClipped(size uint64, p []byte, off int64, read func(first uint64, dst []byte) error) (int, error) {
+	if off < 0 {
+		return 0, ErrInvalid
+	}
+	if uint64(off) >= size {
 		return 0, nil
 	}
-	if rem := h.Size - uint64(off); uint64(len(p)) > rem {
+	if rem := size - uint64(off); uint64(len(p)) > rem {
 		p = p[:rem]
 	}
 	if len(p) == 0 {
@@ -122,11 +138,11 @@ func (f *FS) ReadAt(ino uint64, p []byte, off int64) (int, error) {
 	end := uint64(off) + uint64(len(p))
 	last := (end - 1) / BlockSize
 	if uint64(off)%BlockSize == 0 && end%BlockSize == 0 {
-		return len(p), f.readBlocks(ino, first, p)
+		return len(p), read(first, p)
 	}
 	bp := getBlocks(int(last - first + 1))
 	defer putBlocks(bp)
-	if err := f.readBlocks(ino, first, *bp); err != nil {
+	if err := read(first, *bp); err != nil {
 		return 0, err
 	}
 	return copy(p, (*bp)[uint64(off)%BlockSize:]), nil
@@ -145,7 +161,8 @@ func (f *FS) WriteAt(ino uint64, p []byte, off int64) (int, error) {
 	if end > MaxSize {
 		return 0, ErrTooBig
 	}
-	h, unlock, err := f.lockVolume(ino)
+	aligned := uint64(off)%BlockSize == 0 && end%BlockSize == 0
+	_, unlock, err := f.lockVolume(ino, aligned)
 	if err != nil {
 		return 0, err
 	}
@@ -153,7 +170,7 @@ func (f *FS) WriteAt(ino uint64, p []byte, off int64) (int, error) {
 	first := uint64(off) / BlockSize
 	last := (end - 1) / BlockSize
 	data := p
-	if uint64(off)%BlockSize != 0 || end%BlockSize != 0 {
+	if !aligned {
 		bp := getBlocks(int(last - first + 1))
 		defer putBlocks(bp)
 		data = *bp
@@ -173,7 +190,9 @@ func (f *FS) WriteAt(ino uint64, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	t := now()
-	if err := f.trees.SetAttrs(ino, max(h.Size, end), t, t); err != nil {
+	// Extend, not SetAttrs(max(size, end)): a concurrent write may have
+	// grown the file since the head was read.
+	if err := f.trees.Extend(ino, end, t); err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	return len(p), nil

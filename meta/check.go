@@ -8,11 +8,12 @@ import (
 
 // CheckReport is what Check found.
 type CheckReport struct {
-	Heads    int
-	Nodes    int    // reachable nodes
-	Extents  int    // reachable leaf entries
-	Blocks   uint64 // block references from reachable leaves
-	Problems []string
+	Heads     int
+	Snapshots int
+	Nodes     int    // reachable nodes
+	Extents   int    // reachable leaf entries
+	Blocks    uint64 // block references from reachable leaves
+	Problems  []string
 }
 
 // Check walks every committed head from Pebble (not the cache) and
@@ -102,9 +103,29 @@ func (t *Trees) Check(extent func(seg uint64, idx uint32, n uint64) error) (*Che
 	if err != nil {
 		return nil, err
 	}
+	r.Heads = len(heads)
+	// Snapshots are roots too: each holds one reference to its root.
+	err = t.db.scan([]byte{pfxSnap}, func(k, v []byte) bool {
+		var s Snapshot
+		if err := decodeVersioned(v, snapVersion, &s); err != nil {
+			derr = fmt.Errorf("snapshot %q of volume %d: %w", k[9:], binary.BigEndian.Uint64(k[1:9]), err)
+			return false
+		}
+		r.Snapshots++
+		heads = append(heads, struct {
+			vol uint64
+			h   Head
+		}{binary.BigEndian.Uint64(k[1:9]), s.Head})
+		return true
+	})
+	if err == nil {
+		err = derr
+	}
+	if err != nil {
+		return nil, err
+	}
 	gens := map[uint64]uint64{}
 	for _, hd := range heads {
-		r.Heads++
 		if hd.h.Root == 0 {
 			if hd.h.Blocks != 0 {
 				bad("volume %d: empty tree but %d blocks", hd.vol, hd.h.Blocks)
@@ -112,7 +133,7 @@ func (t *Trees) Check(extent func(seg uint64, idx uint32, n uint64) error) (*Che
 			continue
 		}
 		if other, ok := gens[hd.h.Gen]; ok {
-			bad("volumes %d and %d share generation %d", other, hd.vol, hd.h.Gen)
+			bad("roots of volumes %d and %d share generation %d", other, hd.vol, hd.h.Gen)
 		}
 		gens[hd.h.Gen] = hd.vol
 		got, err := walk(hd.h.Root, int(hd.h.Height)-1)

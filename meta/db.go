@@ -27,7 +27,8 @@ type Superblock struct {
 	NextIno  uint64 `msgpack:"ino"`
 	NextNode uint64 `msgpack:"node"`
 	NextGen  uint64 `msgpack:"gen"`
-	NextSeq  uint64 `msgpack:"seq"` // segment sequence numbers (blocks.Log)
+	NextSeq  uint64 `msgpack:"seq"`  // segment sequence numbers (blocks.Log)
+	NextSnap uint64 `msgpack:"snap"` // snapshot ids (0 in data dirs older than snapshots: start at 1)
 	Created  int64  `msgpack:"created"`
 }
 
@@ -71,6 +72,7 @@ func Open(dir string, fs vfs.FS) (*DB, error) {
 			p.Close()
 			return nil, fmt.Errorf("meta: superblock: %w", err)
 		}
+		d.sb.NextSnap = max(d.sb.NextSnap, 1)
 	}
 	return d, nil
 }
@@ -83,7 +85,7 @@ func (d *DB) initialize() error {
 		host = 1
 	}
 	now := time.Now().UnixNano()
-	d.sb = Superblock{HostID: host, NextIno: RootIno + 1, NextNode: 1, NextGen: 1, NextSeq: 1, Created: now}
+	d.sb = Superblock{HostID: host, NextIno: RootIno + 1, NextNode: 1, NextGen: 1, NextSeq: 1, NextSnap: 1, Created: now}
 	b := d.NewBatch()
 	b.PutInode(RootIno, &Inode{Mode: 0o40755, Nlink: 2, Atime: now, Mtime: now, Ctime: now})
 	b.PutSuper()

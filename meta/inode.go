@@ -25,6 +25,7 @@ type Inode struct {
 	Ctime  int64  `msgpack:"c"`
 	Target string `msgpack:"l,omitempty"` // symlink target
 	Parent uint64 `msgpack:"p,omitempty"` // directories: the parent, for rename loop checks
+	Origin string `msgpack:"o,omitempty"` // what a clone was made from (describe's lineage)
 }
 
 // Dirent is a directory entry: the child's inode and its file type (the

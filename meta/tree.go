@@ -62,12 +62,16 @@ type Trees struct {
 	heads map[uint64]*Head
 	segs  map[uint64]int64 // live block references per segment
 
+	snaps    map[uint64]map[string]*Snapshot // every snapshot, by volume and name
+	snapByID map[uint64]*Snapshot
+
 	dirtyNodes map[uint64]*node
 	freed      map[uint64]bool
 	dirtyRC    map[uint64]bool
 	dirtyHeads map[uint64]bool
 	dropHeads  map[uint64]bool
 	dirtySegs  map[uint64]bool
+	dirtySnaps map[snapKey]bool // created or deleted since the last flush
 
 	// CacheNodes bounds the clean nodes kept after a flush.
 	CacheNodes int
@@ -76,8 +80,12 @@ type Trees struct {
 // OpenTrees loads the segment reference counts and prepares the tree cache.
 func OpenTrees(db *DB) (*Trees, error) {
 	t := &Trees{db: db, nodes: map[uint64]*node{}, rc: map[uint64]uint32{}, heads: map[uint64]*Head{},
-		segs: map[uint64]int64{}, CacheNodes: 1 << 18}
+		segs: map[uint64]int64{}, snaps: map[uint64]map[string]*Snapshot{}, snapByID: map[uint64]*Snapshot{},
+		CacheNodes: 1 << 18}
 	t.resetDirty()
+	if err := t.loadSnapshots(); err != nil {
+		return nil, err
+	}
 	var derr error
 	err := db.scan([]byte{pfxSegment}, func(k, v []byte) bool {
 		n, sz := binary.Varint(v)
@@ -101,6 +109,7 @@ func (t *Trees) resetDirty() {
 	t.dirtyHeads = map[uint64]bool{}
 	t.dropHeads = map[uint64]bool{}
 	t.dirtySegs = map[uint64]bool{}
+	t.dirtySnaps = map[snapKey]bool{}
 }
 
 // ---- loading ----
@@ -308,6 +317,21 @@ func (t *Trees) SetAttrs(vol, size uint64, mtime, ctime int64) error {
 	if ctime != 0 {
 		h.Ctime = ctime
 	}
+	t.dirtyHead(vol, h)
+	return nil
+}
+
+// Extend raises a volume's size to at least size and sets its times (a
+// write). Atomic with respect to other writes of the same volume.
+func (t *Trees) Extend(vol, size uint64, mtime int64) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h, err := t.head(vol)
+	if err != nil {
+		return err
+	}
+	h.Size = max(h.Size, size)
+	h.Mtime, h.Ctime = mtime, mtime
 	t.dirtyHead(vol, h)
 	return nil
 }
@@ -631,15 +655,7 @@ func (t *Trees) Freeze(vol uint64) (Head, error) {
 	if err != nil {
 		return Head{}, err
 	}
-	if h.Root != 0 {
-		if err := t.incRef(h.Root); err != nil {
-			return Head{}, err
-		}
-	}
-	frozen := *h
-	h.Gen = t.db.allocGen()
-	t.dirtyHead(vol, h)
-	return frozen, nil
+	return t.freeze(vol, h)
 }
 
 // SetHead makes vol's head a writable copy of frozen: it shares the tree
@@ -648,24 +664,7 @@ func (t *Trees) Freeze(vol uint64) (Head, error) {
 func (t *Trees) SetHead(vol uint64, frozen Head) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	h, err := t.head(vol)
-	if err != nil {
-		return err
-	}
-	if frozen.Root != 0 {
-		if err := t.incRef(frozen.Root); err != nil {
-			return err
-		}
-	}
-	if h.Root != 0 {
-		if err := t.decRef(h.Root); err != nil {
-			return err
-		}
-	}
-	*h = frozen
-	h.Gen = t.db.allocGen()
-	t.dirtyHead(vol, h)
-	return nil
+	return t.setHead(vol, frozen)
 }
 
 // DropFrozen releases a frozen head's reference to its tree.
@@ -678,10 +677,13 @@ func (t *Trees) DropFrozen(h Head) error {
 	return t.decRef(h.Root)
 }
 
-// DeleteVolume drops a volume's tree and its head.
+// DeleteVolume drops a volume's tree, its head and its snapshots.
 func (t *Trees) DeleteVolume(vol uint64) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if err := t.dropSnapshots(vol); err != nil {
+		return err
+	}
 	h, err := t.head(vol)
 	if err != nil {
 		return err
@@ -728,6 +730,7 @@ func (t *Trees) SegRefs() map[uint64]int64 {
 type Flushed struct {
 	nodes                         map[uint64]*node
 	freed, rc, heads, drops, segs map[uint64]bool
+	snaps                         map[snapKey]bool
 	// Dead lists segments that no tree references once the batch commits.
 	Dead []uint64
 }
@@ -736,7 +739,7 @@ type Flushed struct {
 func (t *Trees) Dirty() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.dirtyNodes) + len(t.dirtyHeads) + len(t.dropHeads) + len(t.freed)
+	return len(t.dirtyNodes) + len(t.dirtyHeads) + len(t.dropHeads) + len(t.freed) + len(t.dirtySnaps)
 }
 
 // Flush writes every change since the last flush into b. The caller must
@@ -744,7 +747,8 @@ func (t *Trees) Dirty() int {
 func (t *Trees) Flush(b *Batch) *Flushed {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	f := &Flushed{nodes: t.dirtyNodes, freed: t.freed, rc: t.dirtyRC, heads: t.dirtyHeads, drops: t.dropHeads, segs: t.dirtySegs}
+	f := &Flushed{nodes: t.dirtyNodes, freed: t.freed, rc: t.dirtyRC, heads: t.dirtyHeads, drops: t.dropHeads, segs: t.dirtySegs,
+		snaps: t.dirtySnaps}
 	for id, n := range t.dirtyNodes {
 		b.b.Set(key64(pfxNode, id), encodeNode(n), nil)
 		n.dirty = false
@@ -770,6 +774,13 @@ func (t *Trees) Flush(b *Batch) *Flushed {
 	}
 	for vol := range t.dropHeads {
 		b.b.Delete(key64(pfxHead, vol), nil)
+	}
+	for k := range t.dirtySnaps {
+		if s := t.snaps[k.vol][k.name]; s != nil {
+			b.b.Set(key64s(pfxSnap, k.vol, k.name), encodeVersioned(snapVersion, s), nil)
+		} else {
+			b.b.Delete(key64s(pfxSnap, k.vol, k.name), nil)
+		}
 	}
 	for seg := range t.dirtySegs {
 		if n := t.segs[seg]; n > 0 {
@@ -817,6 +828,9 @@ func (t *Trees) Unflush(f *Flushed) {
 	}
 	for seg := range f.segs {
 		t.dirtySegs[seg] = true
+	}
+	for k := range f.snaps {
+		t.dirtySnaps[k] = true
 	}
 }
 
