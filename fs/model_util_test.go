@@ -104,7 +104,7 @@ func (d mdata) read(p []byte, off int64) int {
 	return len(p)
 }
 
-var zeroBlock mblock
+var mZeroBlock mblock
 
 // equal reports whether p is exactly the content of d.
 func (d mdata) equal(p []byte) bool {
@@ -114,10 +114,10 @@ func (d mdata) equal(p []byte) bool {
 	for i := 0; i*BlockSize < len(p); i++ {
 		b := d.blks[i]
 		if b == nil {
-			b = &zeroBlock
+			b = &mZeroBlock
 		}
 		end := min(len(p), (i+1)*BlockSize)
-		if !same(p[i*BlockSize:end], b[:end-i*BlockSize]) {
+		if !mSame(p[i*BlockSize:end], b[:end-i*BlockSize]) {
 			return false
 		}
 	}
@@ -130,8 +130,8 @@ func (d mdata) bytes() []byte {
 	return p
 }
 
-// diff describes where got and want first differ, for a failure message.
-func diff(got, want []byte, off int64) string {
+// mDiff describes where got and want first differ, for a failure message.
+func mDiff(got, want []byte, off int64) string {
 	if len(got) != len(want) {
 		return fmt.Sprintf("read %d bytes at %d, model has %d", len(got), off, len(want))
 	}
@@ -150,8 +150,8 @@ func diff(got, want []byte, off int64) string {
 	return "equal"
 }
 
-// fill writes pseudo-random bytes from seed into p.
-func fill(p []byte, seed uint64) {
+// mFill writes pseudo-random bytes from seed into p.
+func mFill(p []byte, seed uint64) {
 	var key [32]byte
 	for i := range 4 {
 		seed = seed*0x9e3779b97f4a7c15 + 1
@@ -164,12 +164,12 @@ func fill(p []byte, seed uint64) {
 
 // ---- crash ----
 
-// crash drops f like a SIGKILL would: the background work stops, nothing is
+// mCrash drops f like a SIGKILL would: the background work stops, nothing is
 // committed, Pebble and the lock are released so the data dir can be
 // opened again. (The log is closed only so that its segment files are not
 // leaked: syncing blocks no commit references changes nothing a reopen
 // sees.)
-func crash(f *FS) {
+func mCrash(f *FS) {
 	close(f.stop)
 	<-f.done
 	f.log.Close()
@@ -221,7 +221,7 @@ var opWeights = [numOps]int{
 	opCompact: 25, opFsync: 50, opRemount: 3, opCrash: 7, opVerify: 3,
 }
 
-func genOps(seed uint64, n int) []mop {
+func mGenOps(seed uint64, n int) []mop {
 	r := rand.New(rand.NewPCG(seed, 0x5eed))
 	total := 0
 	for _, w := range opWeights {
@@ -240,8 +240,8 @@ func genOps(seed uint64, n int) []mop {
 	return ops
 }
 
-// goLiteral prints ops as Go source for a focused repro test.
-func goLiteral(ops []mop) string {
+// mGoLiteral prints ops as Go source for a focused repro test.
+func mGoLiteral(ops []mop) string {
 	var b strings.Builder
 	b.WriteString("[]mop{\n")
 	for _, o := range ops {
@@ -251,9 +251,9 @@ func goLiteral(ops []mop) string {
 	return b.String()
 }
 
-// minimize shrinks a failing op sequence (ddmin over chunks, then single
+// mMinimize shrinks a failing op sequence (ddmin over chunks, then single
 // ops) while fails keeps reporting a failure. budget bounds the runs.
-func minimize(ops []mop, fails func([]mop) bool, budget int, logf func(string, ...any)) []mop {
+func mMinimize(ops []mop, fails func([]mop) bool, budget int, logf func(string, ...any)) []mop {
 	runs := 0
 	for n := 2; len(ops) > 1 && runs < budget; {
 		chunk := (len(ops) + n - 1) / n
@@ -279,6 +279,6 @@ func minimize(ops []mop, fails func([]mop) bool, budget int, logf func(string, .
 	return ops
 }
 
-// same reports whether two readbacks are equal (a helper so the comparison
+// mSame reports whether two readbacks are equal (a helper so the comparison
 // is one place a deliberate model break can target).
-func same(got, want []byte) bool { return bytes.Equal(got, want) }
+func mSame(got, want []byte) bool { return bytes.Equal(got, want) }

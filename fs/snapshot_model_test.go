@@ -54,7 +54,7 @@ func TestSnapshotModel(t *testing.T) {
 		nops = v
 	}
 	t.Logf("seed %d, %d ops (replay: VAFS_SEED=%d VAFS_OPS=%d go test -run TestSnapshotModel ./fs)", seed, nops, seed, nops)
-	ops := genOps(seed, nops)
+	ops := mGenOps(seed, nops)
 	r := newModelRun(t)
 	start := time.Now()
 	err := r.run(ops)
@@ -65,8 +65,8 @@ func TestSnapshotModel(t *testing.T) {
 			t.Logf("history before the failure:\n%s", strings.Join(fe.history, "\n"))
 			t.Logf("engine log:\n%s", r.logTail())
 			if os.Getenv("VAFS_MINIMIZE") != "" {
-				small := minimize(ops[:fe.step+1], func(c []mop) bool { return newModelRun(t).run(c) != nil }, 3000, t.Logf)
-				t.Logf("minimized to %d ops; error: %v\n%s", len(small), newModelRun(t).run(small), goLiteral(small))
+				small := mMinimize(ops[:fe.step+1], func(c []mop) bool { return newModelRun(t).run(c) != nil }, 3000, t.Logf)
+				t.Logf("minimized to %d ops; error: %v\n%s", len(small), newModelRun(t).run(small), mGoLiteral(small))
 			}
 		}
 		t.Fatalf("seed %d: %v", seed, err)
@@ -223,7 +223,7 @@ func (r *modelRun) run(ops []mop) (err error) {
 	}
 	defer func() {
 		if r.f != nil {
-			crash(r.f) // a failed run: release the data dir without committing
+			mCrash(r.f) // a failed run: release the data dir without committing
 		}
 	}()
 	a, err := r.f.Create(meta.RootIno, "f0", 0o644, 0, 0, 0)
@@ -408,7 +408,7 @@ func (r *modelRun) do(o mop) error {
 			r.data = make([]byte, max(n, 640<<10))
 		}
 		p := r.data[:n]
-		fill(p, o.S)
+		mFill(p, o.S)
 		if k, err := f.WriteAt(mf.ino, p, off); err != nil || k != len(p) {
 			return fmt.Errorf("write %s [%d, +%d): %d, %v", name, off, n, k, err)
 		}
@@ -708,7 +708,7 @@ func (r *modelRun) do(o mop) error {
 
 	case opCrash:
 		r.f = nil
-		crash(f)
+		mCrash(f)
 		r.crashes++
 		if rng.IntN(5) == 0 {
 			if err := r.check(); err != nil { // Check recovers the data dir itself
@@ -764,7 +764,7 @@ func (r *modelRun) afterCrash() error {
 		for name, b := range got {
 			want := c[r.files[name].ino] // absent: created after the commit, empty
 			if !want.equal(b) {
-				bad = fmt.Sprintf("%s: %s", name, diff(b, want.bytes(), 0))
+				bad = fmt.Sprintf("%s: %s", name, mDiff(b, want.bytes(), 0))
 				break
 			}
 		}
@@ -833,8 +833,8 @@ func (r *modelRun) rangeCheck(what string, d mdata, off, n int64, read func([]by
 			return fmt.Errorf("read %s [%d, +%d): %w", what, pos, k, err)
 		}
 		want := d.read(r.want[:k], pos)
-		if !same(r.got[:got], r.want[:want]) {
-			return fmt.Errorf("%s: %s", what, diff(r.got[:got], r.want[:want], pos))
+		if !mSame(r.got[:got], r.want[:want]) {
+			return fmt.Errorf("%s: %s", what, mDiff(r.got[:got], r.want[:want], pos))
 		}
 		if want < int(k) {
 			return nil // the end of the content
