@@ -81,6 +81,20 @@ func TestSnapshotModel(t *testing.T) {
 	}
 }
 
+// runModelOps runs a fixed op sequence (a minimized repro) and fails the
+// test with its history if the engine disagrees with the model.
+func runModelOps(t *testing.T, ops []mop) {
+	t.Helper()
+	r := newModelRun(t)
+	if err := r.run(ops); err != nil {
+		var fe *stepError
+		if errors.As(err, &fe) {
+			t.Logf("history:\n%s", strings.Join(fe.history, "\n"))
+		}
+		t.Fatal(err)
+	}
+}
+
 // Sizes are capped so that a run stays fast under -race.
 const (
 	mSpace    = 1 << 20 // writes start below this; files stay under ~1.5 MiB
