@@ -11,8 +11,8 @@
 // volume.wmu (shared by whole-block writes, exclusive for every other
 // change of a volume, so read-modify-write of partial blocks is atomic),
 // FS.state (read-locked by every mutation, write-locked by a commit while
-// it captures the tree state, and by clone/snapshot/rollback for their
-// whole change), FS.nsMu (namespace changes), FS.gcMu (read-locked from
+// it captures the tree state, by clone/snapshot/rollback for their whole
+// change, and by compaction, describe and df while they walk the trees), FS.nsMu (namespace changes), FS.gcMu (read-locked from
 // mapping lookup to block read, write-locked while dead segments are
 // removed).
 package fs

@@ -29,6 +29,9 @@ type Options struct {
 	// background (default 5 s); fsync commits at once.
 	CommitInterval time.Duration
 	SegmentBlocks  uint32 // records per segment (tests make it small)
+	// CompactInterval is how often the background compaction pass runs
+	// (0: every 30 s; negative: never, only Compact).
+	CompactInterval time.Duration
 }
 
 // FS is one mounted data dir.
@@ -50,6 +53,8 @@ type FS struct {
 
 	stop chan struct{}
 	done chan struct{}
+
+	compactor *compactor // background compaction (fs/compact.go)
 
 	invalidate func(ino uint64) // set by the binding; may be nil
 }
@@ -86,6 +91,7 @@ func Open(opts Options) (*FS, error) {
 		return nil, err
 	}
 	go f.committer()
+	f.compactor = f.startCompactor()
 	return f, nil
 }
 
@@ -294,6 +300,7 @@ func (f *FS) ioErr(what string, err error) error {
 
 // Close commits and closes everything. The FS cannot be used afterwards.
 func (f *FS) Close() error {
+	f.compactor.Stop() // before the committer: a pass ends with a commit
 	close(f.stop)
 	<-f.done
 	err := f.Commit()
@@ -355,6 +362,7 @@ func Check(opts Options) (*CheckReport, error) {
 		return nil, err
 	}
 	defer f.Close()
+	f.compactor.Stop() // the check reads Pebble directly: nothing may commit under it
 	rep := &CheckReport{}
 	seen := map[uint64]bool{}
 	mr, err := f.trees.Check(func(seg uint64, idx uint32, n uint64) error {

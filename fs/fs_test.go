@@ -136,6 +136,7 @@ func TestCrashReturnsToLastCommit(t *testing.T) {
 	f.WriteAt(ino, two, 0)
 	f.WriteAt(ino, two, 1<<20)
 	// Simulate SIGKILL: release the lock and Pebble without committing.
+	f.compactor.Stop()
 	close(f.stop)
 	<-f.done
 	f.db.Close()

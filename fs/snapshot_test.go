@@ -106,6 +106,7 @@ func TestSnapshotCloneRollback(t *testing.T) {
 	// Crash (no close): everything above was durable on return, except
 	// the plain writes to the clones, which were never fsynced... but the
 	// clone/snapshot commits after them made them durable too.
+	f.compactor.Stop()
 	close(f.stop)
 	<-f.done
 	f.db.Close()
@@ -248,5 +249,33 @@ func TestConcurrentAlignedWrites(t *testing.T) {
 		if want := fill(byte(b%writers+1), BlockSize); !bytes.Equal(got[b*BlockSize:(b+1)*BlockSize], want) {
 			t.Fatalf("block %d wrong", b)
 		}
+	}
+}
+
+// TestSnapshotLseek: a snapshot keeps its holes, so copies of it stay sparse.
+func TestSnapshotLseek(t *testing.T) {
+	f := openTest(t, t.TempDir(), blocks.NewMemStore())
+	defer f.Close()
+	ino := create(t, f, "a")
+	mustWrite(t, f, ino, fill(1, BlockSize), 10*BlockSize)
+	if err := f.Truncate(ino, 20*BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	s, err := f.SnapshotCreate(ino, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, f, ino, fill(2, BlockSize), 0) // the head's hole at 0 is gone, the snapshot's is not
+	if off, err := f.SnapshotLseek(s.ID, 0, SeekData); err != nil || off != 10*BlockSize {
+		t.Fatalf("SEEK_DATA in snapshot: %d %v", off, err)
+	}
+	if off, err := f.SnapshotLseek(s.ID, 10*BlockSize, SeekHole); err != nil || off != 11*BlockSize {
+		t.Fatalf("SEEK_HOLE in snapshot: %d %v", off, err)
+	}
+	if _, err := f.SnapshotLseek(s.ID, 11*BlockSize, SeekData); !errors.Is(err, ErrNoData) {
+		t.Fatalf("SEEK_DATA past the last data: %v", err)
+	}
+	if off, err := f.Lseek(ino, 0, SeekData); err != nil || off != 0 {
+		t.Fatalf("SEEK_DATA in head: %d %v", off, err)
 	}
 }

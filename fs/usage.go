@@ -1,12 +1,191 @@
 package fs
 
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vafs/vafs/blocks"
+	"github.com/vafs/vafs/meta"
+)
+
+// defaultSegmentBlocks is blocks.Log's default segment size; it only sizes
+// the walker's bitmaps (they grow for larger segments).
+const defaultSegmentBlocks = 16384
+
+func (f *FS) segmentBlocks() uint32 {
+	if f.opts.SegmentBlocks != 0 {
+		return f.opts.SegmentBlocks
+	}
+	return defaultSegmentBlocks
+}
+
+// liveRoots lists every tree root (heads and snapshots). Callers hold the
+// state lock exclusively from here to the end of their walks: no write,
+// tree change or commit runs meanwhile (writers hold the state lock shared,
+// so a shared hold would not keep them out); reads go on.
+func (f *FS) liveRoots() ([]meta.Root, error) {
+	roots, err := f.trees.Roots()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return roots, nil
+}
+
+func (f *FS) walk(roots []meta.Root) (*meta.Live, error) {
+	l, err := f.trees.WalkLive(roots, f.segmentBlocks())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return l, nil
+}
+
+// segmentSize is the size of a stored segment file.
+func (f *FS) segmentSize(id blocks.SegmentID) (int64, error) {
+	sf, err := f.opts.Store.Open(id)
+	if err != nil {
+		return 0, err
+	}
+	defer sf.Close()
+	return sf.Size()
+}
+
+// segmentRecords is how many whole records a segment file holds.
+func segmentRecords(size int64) uint64 {
+	if size <= blocks.SegHeaderSize {
+		return 0
+	}
+	return uint64(size-blocks.SegHeaderSize) / blocks.RecordSize
+}
+
 // Describe reports a file's size, allocation, sharing, snapshots and origin.
-func (f *FS) Describe(ino uint64) (Description, error) { return Description{}, ErrNotSupported }
+//
+// Unique counts the file's mapped blocks whose record no other root (no
+// other file, no snapshot, its own included) reaches; SnapshotOnly counts
+// the distinct records that only the file's own snapshots reach. Both come
+// from walks of every tree (docs/compaction.md, "Live records"), taken
+// with the state lock held exclusively so that the trees hold still.
+func (f *FS) Describe(ino uint64) (Description, error) {
+	if err := f.regular(ino); err != nil {
+		return Description{}, err
+	}
+	in, err := f.inode(ino)
+	if err != nil {
+		return Description{}, err
+	}
+	snaps, err := f.Snapshots(ino)
+	if err != nil {
+		return Description{}, err
+	}
+	d := Description{Ino: ino, Snapshots: snaps, Origin: in.Origin}
+
+	f.state.Lock()
+	defer f.state.Unlock()
+	h, err := f.trees.Head(ino)
+	if err != nil {
+		return Description{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	roots, err := f.liveRoots()
+	if err != nil {
+		return Description{}, err
+	}
+	var others, own []meta.Root
+	for _, r := range roots {
+		switch {
+		case r.Vol != ino:
+			others = append(others, r)
+		case r.Snap != 0:
+			own = append(own, r)
+		}
+	}
+	other, err := f.walk(others)
+	if err != nil {
+		return Description{}, err
+	}
+	snap, err := f.walk(own)
+	if err != nil {
+		return Description{}, err
+	}
+	head, err := f.walk([]meta.Root{{Vol: ino, Head: h}})
+	if err != nil {
+		return Description{}, err
+	}
+	var unique uint64
+	err = f.trees.WalkMapped(h, func(m meta.Mapping) {
+		for i := uint64(0); i < m.N; i++ {
+			idx := m.Idx + uint32(i)
+			if !other.Has(m.Seg, idx) && !snap.Has(m.Seg, idx) {
+				unique++
+			}
+		}
+	})
+	if err != nil {
+		return Description{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	var snapOnly uint64
+	for _, seg := range snap.Segments() {
+		for _, idx := range snap.Indexes(seg) {
+			if !head.Has(seg, idx) && !other.Has(seg, idx) {
+				snapOnly++
+			}
+		}
+	}
+	d.Size = h.Size
+	d.Allocated = h.Blocks * BlockSize
+	d.Unique = unique * BlockSize
+	d.Shared = d.Allocated - d.Unique
+	d.SnapshotOnly = snapOnly * BlockSize
+	return d, nil
+}
 
 // Usage reports logical, physical and shared bytes of the whole data dir.
-func (f *FS) Usage() (Usage, error) { return Usage{}, ErrNotSupported }
-
-// Compact runs one compaction pass now (the background pass runs every
-// 30 s): sealed segments less than half live have their live blocks moved
-// and their files removed. Durable on return.
-func (f *FS) Compact() (CompactStats, error) { return CompactStats{}, ErrNotSupported }
+//
+// Logical and SnapshotLogical add up the blocks each head and snapshot
+// maps; Physical counts each live record once (a walk of every tree);
+// Stored is the sum of the segment files' sizes as the block store reports
+// them (headers and dead records included: what compaction can give back
+// is Stored - Physical, less the record headers).
+func (f *FS) Usage() (Usage, error) {
+	var u Usage
+	files, err := f.db.RegularFiles()
+	if err != nil {
+		return Usage{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	u.Files = files
+	f.state.Lock()
+	u.Snapshots = f.trees.SnapshotCount()
+	roots, err := f.liveRoots()
+	var live *meta.Live
+	if err == nil {
+		live, err = f.walk(roots)
+	}
+	f.state.Unlock()
+	if err != nil {
+		return Usage{}, err
+	}
+	for _, r := range roots {
+		if r.Snap == 0 {
+			u.Logical += r.Head.Blocks * BlockSize
+		} else {
+			u.SnapshotLogical += r.Head.Blocks * BlockSize
+		}
+	}
+	u.Physical = live.Total() * BlockSize
+	u.Saved = u.Logical + u.SnapshotLogical - u.Physical
+	ids, err := f.opts.Store.List()
+	if err != nil {
+		return Usage{}, fmt.Errorf("fs: list segments: %w", err)
+	}
+	for _, id := range ids {
+		sz, err := f.segmentSize(id)
+		if errors.Is(err, blocks.ErrNotFound) {
+			continue // removed since the listing
+		}
+		if err != nil {
+			return Usage{}, fmt.Errorf("fs: segment %s: %w", id, err)
+		}
+		u.Segments++
+		u.Stored += uint64(sz)
+	}
+	u.Metadata = f.db.Usage()
+	return u, nil
+}

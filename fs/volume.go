@@ -349,12 +349,26 @@ func (f *FS) Lseek(ino uint64, off uint64, whence int) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
+	return f.lseek(h, off, whence)
+}
+
+// SnapshotLseek is Lseek (SEEK_DATA/SEEK_HOLE) on a snapshot, so copies of
+// a snapshot (qemu-img convert, cp) stay sparse.
+func (f *FS) SnapshotLseek(id uint64, off uint64, whence int) (uint64, error) {
+	s, err := f.trees.SnapshotByID(id)
+	if err != nil {
+		return 0, metaErr(err)
+	}
+	return f.lseek(s.Head, off, whence)
+}
+
+func (f *FS) lseek(h meta.Head, off uint64, whence int) (uint64, error) {
 	if off >= h.Size {
 		return 0, ErrNoData
 	}
 	switch whence {
 	case SeekData:
-		blk, ok, err := f.trees.NextData(ino, off/BlockSize)
+		blk, ok, err := f.trees.NextDataIn(h, off/BlockSize)
 		if err != nil {
 			return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}
@@ -363,7 +377,7 @@ func (f *FS) Lseek(ino uint64, off uint64, whence int) (uint64, error) {
 		}
 		return max(off, blk*BlockSize), nil
 	case SeekHole:
-		blk, err := f.trees.NextHole(ino, off/BlockSize)
+		blk, err := f.trees.NextHoleIn(h, off/BlockSize)
 		if err != nil {
 			return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}

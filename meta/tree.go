@@ -615,9 +615,20 @@ func (t *Trees) NextData(vol, from uint64) (uint64, bool, error) {
 	if err != nil {
 		return 0, false, err
 	}
+	return t.nextData(h, from)
+}
+
+// NextDataIn is NextData in a frozen head (a snapshot).
+func (t *Trees) NextDataIn(h Head, from uint64) (uint64, bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.nextData(&h, from)
+}
+
+func (t *Trees) nextData(h *Head, from uint64) (uint64, bool, error) {
 	var blk uint64
 	found := false
-	err = t.walkHead(h, from, MaxBlocks, func(m Mapping) bool {
+	err := t.walkHead(h, from, MaxBlocks, func(m Mapping) bool {
 		blk, found = m.Block, true
 		return false
 	})
@@ -632,8 +643,19 @@ func (t *Trees) NextHole(vol, from uint64) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	return t.nextHole(h, from)
+}
+
+// NextHoleIn is NextHole in a frozen head (a snapshot).
+func (t *Trees) NextHoleIn(h Head, from uint64) (uint64, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.nextHole(&h, from)
+}
+
+func (t *Trees) nextHole(h *Head, from uint64) (uint64, error) {
 	next := from
-	err = t.walkHead(h, from, MaxBlocks, func(m Mapping) bool {
+	err := t.walkHead(h, from, MaxBlocks, func(m Mapping) bool {
 		if m.Block > next {
 			return false
 		}

@@ -29,6 +29,7 @@ var errnos = []struct {
 	{vfs.ErrTooBig, syscall.EFBIG},
 	{vfs.ErrReadOnly, syscall.EROFS},
 	{vfs.ErrXattrRange, syscall.E2BIG},
+	{vfs.ErrBusy, syscall.EBUSY},
 	{syscall.ENOSPC, syscall.ENOSPC},
 }
 

@@ -16,6 +16,14 @@ import (
 // and unmounts it at cleanup, checking that nothing stays mounted.
 func mountTest(t *testing.T) string {
 	t.Helper()
+	mnt, _ := mountFS(t, Options{})
+	return mnt
+}
+
+// mountFS is mountTest with mount options (FsName and Logger default to
+// the test's) that also hands back the fs under the mount.
+func mountFS(t *testing.T, o Options) (string, *vfs.FS) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount FUSE directly (DirectMount)")
 	}
@@ -28,7 +36,11 @@ func mountTest(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := Mount(f, mnt, Options{FsName: data, Logger: lg})
+	o.FsName = data
+	if o.Logger == nil {
+		o.Logger = lg
+	}
+	srv, err := Mount(f, mnt, o)
 	if err != nil {
 		f.Close()
 		t.Fatal(err)
@@ -46,7 +58,7 @@ func mountTest(t *testing.T) string {
 			t.Errorf("%s is still mounted", mnt)
 		}
 	})
-	return mnt
+	return mnt, f
 }
 
 // TestPosix runs go-fuse's POSIX conformance suite on a real vafs mount.

@@ -1,0 +1,311 @@
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/vafs/vafs/blocks"
+	"github.com/vafs/vafs/meta"
+)
+
+// Compaction (docs/compaction.md): a sealed segment whose live records are
+// fewer than half of the records it holds has them copied to the open
+// segment, the leaves that map them rewritten in place to the copies, and
+// is removed by the next commit once its reference count is 0.
+
+const (
+	compactEvery     = 30 * time.Second // background pass interval
+	compactWalkEvery = 10 * time.Minute // walk without a cheap candidate at most this often
+	// compactMaxMove bounds the live blocks one pass moves (64 MiB), and so
+	// how long writers wait on the state lock for one pass.
+	compactMaxMove = 16384
+)
+
+// Compact runs one compaction pass now (the background pass runs every
+// 30 s): sealed segments less than half live have their live blocks moved
+// and their files removed. Durable on return. A segment that cannot be
+// compacted (a corrupt live record, a reference count that disagrees with
+// the trees) is left exactly as it was and reported in the error, which
+// joins one error per refused segment; the others are still compacted.
+func (f *FS) Compact() (CompactStats, error) { return f.compact(nil) }
+
+type victim struct {
+	id          blocks.SegmentID
+	live, recs  uint64
+	size        int64
+	refs, walks int64 // stored count and what the walked leaves map
+}
+
+// compact is one pass; c is the background compactor (its segment size
+// cache and refused set) or nil for an explicit pass.
+func (f *FS) compact(c *compactor) (CompactStats, error) {
+	var st CompactStats
+	f.state.Lock()
+	done, moved, errs := f.compactLocked(c)
+	f.state.Unlock()
+	st.Moved = moved
+	if len(done) == 0 {
+		return st, errors.Join(errs...)
+	}
+	// The commit syncs the copies before the batch that points the trees
+	// at them, and then removes the victims (count 0), waiting for reads
+	// in flight on them (gcMu).
+	if err := f.Commit(); err != nil {
+		return st, errors.Join(append(errs, err)...)
+	}
+	var freed int64
+	for _, v := range done {
+		if _, err := f.segmentSize(v.id); errors.Is(err, blocks.ErrNotFound) {
+			st.Segments++
+			freed += v.size
+		} else {
+			errs = append(errs, fmt.Errorf("fs: compact: segment %s is still stored after its blocks moved", v.id))
+		}
+	}
+	if net := freed - int64(moved)*blocks.RecordSize; net > 0 {
+		st.Freed = uint64(net)
+	}
+	return st, errors.Join(errs...)
+}
+
+// compactLocked walks every tree, picks the victims and moves them. The
+// caller holds the state lock exclusively.
+func (f *FS) compactLocked(c *compactor) (done []victim, moved uint64, errs []error) {
+	roots, err := f.liveRoots()
+	if err != nil {
+		return nil, 0, []error{err}
+	}
+	live, err := f.walk(roots)
+	if err != nil {
+		return nil, 0, []error{err}
+	}
+	var cands []victim
+	for seg, n := range f.trees.SegRefs() {
+		id := blocks.SegmentID(seg)
+		if f.log.IsOpen(id) || c.isRefused(seg) {
+			continue
+		}
+		size, err := c.segmentSize(f, id)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("fs: compact: segment %s: %w", id, err))
+			continue
+		}
+		v := victim{id: id, live: live.Count(seg), recs: segmentRecords(size), size: size, refs: n, walks: live.Refs(seg)}
+		if v.live*2 < v.recs {
+			cands = append(cands, v)
+		}
+	}
+	// Emptiest first: the most space back per block moved.
+	sort.Slice(cands, func(i, j int) bool {
+		a, b := cands[i], cands[j]
+		if x, y := a.live*b.recs, b.live*a.recs; x != y {
+			return x < y
+		}
+		return a.id < b.id
+	})
+	for _, v := range cands {
+		if moved > 0 && moved+v.live > compactMaxMove {
+			break
+		}
+		if err := f.compactSegment(v, live); err != nil {
+			errs = append(errs, err)
+			if errors.Is(err, ErrNoSpace) {
+				f.lg.Printf("compact: no space to move segment %s; trying again later", v.id)
+				break
+			}
+			f.lg.Printf("compact: segment %s refused, left as it was: %v", v.id, err)
+			c.refuse(uint64(v.id))
+			continue
+		}
+		moved += v.live
+		done = append(done, v)
+	}
+	return done, moved, errs
+}
+
+// compactSegment copies v's live records to the log and points the trees
+// at the copies. Every live record is read and verified before anything
+// is appended, so a corrupt one stops it with nothing copied; a failure
+// later (no space, a refused relocation) leaves only unreferenced copies,
+// which are dead records like any overwritten block.
+func (f *FS) compactSegment(v victim, live *meta.Live) error {
+	seg := uint64(v.id)
+	if v.refs != v.walks {
+		return fmt.Errorf("fs: compact: segment %s: stored count %d, the trees map %d blocks into it (a root the walk does not know?)",
+			v.id, v.refs, v.walks)
+	}
+	idxs := live.Indexes(seg)
+	if len(idxs) == 0 {
+		return fmt.Errorf("fs: compact: segment %s: counted %d references, no live record", v.id, v.refs)
+	}
+	buf := make([]byte, len(idxs)*BlockSize)
+	tags := make([]blocks.Tag, len(idxs))
+	for i, idx := range idxs {
+		data, tag, err := f.log.ReadRecord(v.id, idx)
+		if err != nil {
+			var ce *blocks.CorruptError
+			if errors.As(err, &ce) {
+				f.lg.Printf("CORRUPT: compaction of segment %s: %v", v.id, err)
+				corruptReads.Add(1)
+			}
+			return fmt.Errorf("fs: compact: segment %s record %d: %w", v.id, idx, err)
+		}
+		copy(buf[i*BlockSize:], data)
+		tags[i] = tag
+	}
+	moved := make([]meta.Loc, idxs[len(idxs)-1]+1)
+	for i := 0; i < len(idxs); {
+		// A run of records written for consecutive blocks of one volume
+		// keeps its tags with one append.
+		j := i + 1
+		for j < len(idxs) && tags[j].Volume == tags[i].Volume && tags[j].Block == tags[j-1].Block+1 {
+			j++
+		}
+		exts, err := f.log.Append(tags[i].Volume, tags[i].Block, buf[i*BlockSize:j*BlockSize])
+		if err != nil {
+			return f.ioErr(fmt.Sprintf("compact: segment %s: append", v.id), err)
+		}
+		k := i
+		for _, e := range exts {
+			for x := uint32(0); x < e.N; x++ {
+				moved[idxs[k]] = meta.Loc{Seg: uint64(e.Seg), Idx: e.Index + x}
+				k++
+			}
+		}
+		i = j
+	}
+	if _, err := f.trees.Relocate(seg, live.Leaves(seg), moved); err != nil {
+		return fmt.Errorf("fs: compact: %w", err)
+	}
+	return nil
+}
+
+// compactor runs a pass every 30 s in the background. A pass walks every
+// tree with writers held off, so it walks only when it is likely to find
+// work: when some sealed segment's stored count is below half its records
+// (the count is at least the live records, so the segment is surely a
+// victim), or, failing that, at most every 10 minutes and only when the
+// counts changed since the last walk — a segment whose records are shared
+// (clones, snapshots) counts them more than once and is found only by a
+// walk.
+type compactor struct {
+	f                *FS
+	every, walkEvery time.Duration
+	stop, done       chan struct{}
+	stopOnce         sync.Once
+
+	// Owned by the compactor's goroutine.
+	sizes    map[uint64]int64 // sizes of sealed segments (they never change)
+	refused  map[uint64]bool  // refused victims: not retried until the next mount
+	lastWalk time.Time
+	lastRefs map[uint64]int64
+}
+
+// startCompactor starts the background compaction; Close must call its
+// Stop before it stops the committer.
+func (f *FS) startCompactor() *compactor {
+	switch every := f.opts.CompactInterval; {
+	case every < 0:
+		return nil
+	case every > 0:
+		return f.runCompactor(every, max(every, compactWalkEvery))
+	}
+	return f.runCompactor(compactEvery, compactWalkEvery)
+}
+
+func (f *FS) runCompactor(every, walkEvery time.Duration) *compactor {
+	c := &compactor{f: f, every: every, walkEvery: walkEvery, stop: make(chan struct{}), done: make(chan struct{}),
+		sizes: map[uint64]int64{}, refused: map[uint64]bool{}}
+	go c.run()
+	return c
+}
+
+// Stop ends the background compaction, waiting for a pass in progress.
+// It may be called more than once, and on a nil compactor.
+func (c *compactor) Stop() {
+	if c == nil {
+		return
+	}
+	c.stopOnce.Do(func() { close(c.stop) })
+	<-c.done
+}
+
+func (c *compactor) run() {
+	defer close(c.done)
+	t := time.NewTicker(c.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			c.tick()
+		}
+	}
+}
+
+func (c *compactor) tick() {
+	if !c.due() {
+		return
+	}
+	st, err := c.f.compact(c)
+	c.lastWalk, c.lastRefs = time.Now(), c.f.trees.SegRefs()
+	if st.Segments > 0 {
+		c.f.lg.Printf("compacted %d segments, moved %d blocks, freed %d bytes", st.Segments, st.Moved, st.Freed)
+	}
+	if err != nil {
+		c.f.lg.Printf("background compaction: %v", err)
+	}
+}
+
+// due decides whether a pass is worth its walk.
+func (c *compactor) due() bool {
+	refs := c.f.trees.SegRefs()
+	for seg := range c.sizes {
+		if refs[seg] == 0 {
+			delete(c.sizes, seg)
+		}
+	}
+	for seg, n := range refs {
+		id := blocks.SegmentID(seg)
+		if c.refused[seg] || c.f.log.IsOpen(id) {
+			continue
+		}
+		size, err := c.segmentSize(c.f, id)
+		if err != nil {
+			continue // the pass reports it
+		}
+		if uint64(n)*2 < segmentRecords(size) {
+			return true
+		}
+	}
+	return time.Since(c.lastWalk) >= c.walkEvery && !maps.Equal(refs, c.lastRefs)
+}
+
+// segmentSize is f.segmentSize, cached for sealed segments when c is the
+// background compactor.
+func (c *compactor) segmentSize(f *FS, id blocks.SegmentID) (int64, error) {
+	if c == nil {
+		return f.segmentSize(id)
+	}
+	if s, ok := c.sizes[uint64(id)]; ok {
+		return s, nil
+	}
+	s, err := f.segmentSize(id)
+	if err == nil && !f.log.IsOpen(id) {
+		c.sizes[uint64(id)] = s
+	}
+	return s, err
+}
+
+func (c *compactor) isRefused(seg uint64) bool { return c != nil && c.refused[seg] }
+
+func (c *compactor) refuse(seg uint64) {
+	if c != nil {
+		c.refused[seg] = true
+	}
+}
