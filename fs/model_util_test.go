@@ -170,6 +170,7 @@ func mFill(p []byte, seed uint64) {
 // leaked: syncing blocks no commit references changes nothing a reopen
 // sees.)
 func mCrash(f *FS) {
+	f.compactor.Stop()
 	close(f.stop)
 	<-f.done
 	f.log.Close()

@@ -231,7 +231,7 @@ func (r *modelRun) run(ops []mop) (err error) {
 		r.store = st
 	}
 	r.opts = Options{DataDir: dir, Store: r.store, Logger: log.New(r.logb, "", 0),
-		CommitInterval: time.Hour, SegmentBlocks: 64}
+		CommitInterval: time.Hour, CompactInterval: -1, SegmentBlocks: 64}
 	if err := r.open(); err != nil {
 		return err
 	}
