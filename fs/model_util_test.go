@@ -124,6 +124,18 @@ func (d mdata) equal(p []byte) bool {
 	return true
 }
 
+// dataBlocks counts the blocks that hold a non-zero byte: the engine must
+// map at least these.
+func (d mdata) dataBlocks() uint64 {
+	var n uint64
+	for _, b := range d.blks {
+		if b != nil && *b != mZeroBlock {
+			n++
+		}
+	}
+	return n
+}
+
 func (d mdata) bytes() []byte {
 	p := make([]byte, d.size)
 	d.read(p, 0)
@@ -207,11 +219,15 @@ const (
 	opRemount
 	opCrash
 	opVerify
+	opRename
+	opCopyRange
+	opRelease
 	numOps
 )
 
 var opNames = [...]string{"opWrite", "opPunch", "opZero", "opTruncate", "opCreate", "opUnlink", "opSnapCreate",
-	"opSnapDelete", "opRollback", "opCloneFile", "opCloneSnap", "opCompact", "opFsync", "opRemount", "opCrash", "opVerify"}
+	"opSnapDelete", "opRollback", "opCloneFile", "opCloneSnap", "opCompact", "opFsync", "opRemount", "opCrash", "opVerify",
+	"opRename", "opCopyRange", "opRelease"}
 
 func (k opKind) String() string { return opNames[k] }
 
@@ -220,6 +236,7 @@ var opWeights = [numOps]int{
 	opWrite: 300, opPunch: 60, opZero: 50, opTruncate: 50, opCreate: 30, opUnlink: 20,
 	opSnapCreate: 70, opSnapDelete: 50, opRollback: 40, opCloneFile: 35, opCloneSnap: 35,
 	opCompact: 25, opFsync: 50, opRemount: 3, opCrash: 7, opVerify: 3,
+	opRename: 25, opCopyRange: 30, opRelease: 10,
 }
 
 func mGenOps(seed uint64, n int) []mop {

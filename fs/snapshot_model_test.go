@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -125,6 +126,9 @@ type modelRun struct {
 	logb  *lockedBuf
 
 	files map[string]*mfile
+	// orphans are files unlinked while open (a handle is held): readable
+	// until released, reclaimed by the next remount or crash.
+	orphans []*mfile
 	// durable lists the contents (by inode) that a crash may return to,
 	// oldest first: the last certain commit point, then every point that
 	// may or may not have committed since.
@@ -374,22 +378,116 @@ func (r *modelRun) do(o mop) error {
 			return nil
 		}
 		r.note("%s (ino %d, %d snapshots)", name, mf.ino, len(mf.snaps))
+		open := rng.IntN(3) == 0 && len(r.orphans) < 2
+		if open { // unlinked while open: lives on until released
+			r.note("while open")
+			if _, err := f.Open(mf.ino, rng.IntN(2) == 0); err != nil {
+				return fmt.Errorf("open %s: %w", name, err)
+			}
+		}
 		if err := f.Unlink(meta.RootIno, name); err != nil {
 			return fmt.Errorf("unlink %s: %w", name, err)
 		}
 		delete(r.files, name)
-		for _, s := range mf.snaps {
-			r.goneSnaps = append(r.goneSnaps, s.id)
+		if open {
+			r.orphans = append(r.orphans, mf)
+			return r.orphanCheck(mf)
 		}
-		if len(r.goneSnaps) > 64 {
-			r.goneSnaps = r.goneSnaps[len(r.goneSnaps)-64:]
+		return r.gone(name, mf)
+
+	case opRelease:
+		if len(r.orphans) == 0 {
+			return nil
 		}
-		for _, s := range mf.snaps {
-			if _, err := f.SnapshotByID(s.id); !errors.Is(err, ErrNotFound) {
-				return fmt.Errorf("snapshot %s (id %d) of unlinked %s: SnapshotByID gives %v, want ErrNotFound", s.name, s.id, name, err)
+		i := rng.IntN(len(r.orphans))
+		mf := r.orphans[i]
+		r.note("ino %d", mf.ino)
+		if err := r.orphanCheck(mf); err != nil {
+			return err
+		}
+		// Open's write flag is not remembered: a write release of a read
+		// open only fails to decrement writers, which nothing here reads.
+		if err := f.Release(mf.ino, false); err != nil {
+			return fmt.Errorf("release of unlinked ino %d: %w", mf.ino, err)
+		}
+		r.orphans = slices.Delete(r.orphans, i, i+1)
+		return r.gone(fmt.Sprintf("released ino %d", mf.ino), mf)
+
+	case opRename:
+		src, mf := r.pick(rng)
+		dst := fmt.Sprintf("f%d", rng.IntN(mNames))
+		if dst == src {
+			return nil
+		}
+		target := r.files[dst]
+		flags := uint32(0)
+		switch rng.IntN(6) {
+		case 0:
+			flags = RenameNoReplace
+		case 1:
+			if target != nil {
+				flags = RenameExchange
 			}
 		}
+		r.note("%s -> %s flags %d (target exists: %v)", src, dst, flags, target != nil)
+		err := f.Rename(meta.RootIno, src, meta.RootIno, dst, flags)
+		if target != nil && flags == RenameNoReplace {
+			return r.expect(err, ErrExists, "rename NOREPLACE onto an existing name")
+		}
+		if err != nil {
+			return fmt.Errorf("rename %s -> %s flags %d: %w", src, dst, flags, err)
+		}
+		if flags == RenameExchange {
+			r.files[src], r.files[dst] = target, mf
+			if err := r.readCheck(src, rng); err != nil {
+				return err
+			}
+		} else {
+			delete(r.files, src)
+			r.files[dst] = mf
+		}
+		if err := r.readCheck(dst, rng); err != nil {
+			return err
+		}
+		if err := r.listCheck(dst, mf); err != nil {
+			return err
+		}
+		if target != nil && flags != RenameExchange {
+			return r.gone("replaced "+dst, target)
+		}
 		return nil
+
+	case opCopyRange:
+		sname, src := r.pick(rng)
+		dname, dst := r.pick(rng)
+		var soff, doff, n int64
+		switch rng.IntN(3) {
+		case 0: // whole blocks: shared, not copied
+			soff = BlockSize * rng.Int64N(src.d.size/BlockSize+2)
+			doff = BlockSize * rng.Int64N(mSpace/BlockSize)
+			n = BlockSize * (1 + rng.Int64N(128))
+		case 1: // the same misalignment: edges copied, middle shared
+			soff = rng.Int64N(src.d.size + BlockSize)
+			doff = BlockSize*rng.Int64N(mSpace/BlockSize) + soff%BlockSize
+			n = 1 + rng.Int64N(512<<10)
+		default:
+			soff, doff, n = rng.Int64N(src.d.size+BlockSize), rng.Int64N(mSpace), 1+rng.Int64N(256<<10)
+		}
+		if src == dst && soff < doff+n && doff < soff+n {
+			return nil // copy_file_range refuses overlapping ranges of one file
+		}
+		want := max(0, min(n, src.d.size-soff))
+		r.note("%s [%d, +%d) -> %s at %d (copies %d)", sname, soff, n, dname, doff, want)
+		k, err := f.CopyRange(src.ino, uint64(soff), dst.ino, uint64(doff), uint64(n))
+		if err != nil || k != uint64(want) {
+			return fmt.Errorf("copy range %s [%d, +%d) -> %s at %d: %d, %v; want %d", sname, soff, n, dname, doff, k, err, want)
+		}
+		if want > 0 {
+			p := make([]byte, want)
+			src.d.read(p, soff)
+			dst.d.write(doff, p)
+		}
+		return r.readCheck(dname, rng)
 
 	case opWrite:
 		name, mf := r.pick(rng)
@@ -529,6 +627,11 @@ func (r *modelRun) do(o mop) error {
 		r.seenIDs[s.ID] = true
 		mf.snaps = append(mf.snaps, msnap{name: sn, id: s.ID, d: mf.d.clone()})
 		r.committed()
+		if rng.IntN(3) == 0 {
+			if err := r.describeCheck(name, mf, true); err != nil {
+				return err
+			}
+		}
 		// Writing the file after the snapshot must not change it: the next
 		// write's read-back and the periodic verifies check that.
 		return r.snapCheck(name, mf, len(mf.snaps)-1, rng)
@@ -617,6 +720,11 @@ func (r *modelRun) do(o mop) error {
 		r.rollbacks++
 		mf.d = s.d.clone()
 		r.committed()
+		if rng.IntN(3) == 0 {
+			if err := r.describeCheck(name, mf, true); err != nil {
+				return err
+			}
+		}
 		return r.readCheck(name, rng)
 
 	case opCloneFile, opCloneSnap:
@@ -666,6 +774,14 @@ func (r *modelRun) do(o mop) error {
 		r.clones++
 		r.files[dst] = &mfile{ino: a.Ino, d: src.clone()}
 		r.committed()
+		if rng.IntN(3) == 0 {
+			if err := r.describeCheck(dst, r.files[dst], true); err != nil {
+				return err
+			}
+			if err := r.describeCheck(name, mf, o.K == opCloneFile); err != nil {
+				return err
+			}
+		}
 		if err := r.readCheck(dst, rng); err != nil {
 			return err
 		}
@@ -718,6 +834,9 @@ func (r *modelRun) do(o mop) error {
 		if err := r.open(); err != nil {
 			return err
 		}
+		if err := r.reclaimed(); err != nil {
+			return err
+		}
 		return r.verifyAll(false, true)
 
 	case opCrash:
@@ -735,12 +854,126 @@ func (r *modelRun) do(o mop) error {
 		if err := r.afterCrash(); err != nil {
 			return err
 		}
+		if err := r.reclaimed(); err != nil {
+			return err
+		}
 		return r.verifyAll(false, false) // afterCrash read every file
 
 	case opVerify:
 		return r.verifyAll(true, true)
 	}
 	return fmt.Errorf("unknown op %d", o.K)
+}
+
+// gone records that a file is deleted (unlinked, replaced by a rename,
+// released after an unlink) and checks that it and its snapshots are gone.
+func (r *modelRun) gone(what string, mf *mfile) error {
+	for _, s := range mf.snaps {
+		r.goneSnaps = append(r.goneSnaps, s.id)
+	}
+	if len(r.goneSnaps) > 64 {
+		r.goneSnaps = r.goneSnaps[len(r.goneSnaps)-64:]
+	}
+	if a, err := r.f.GetAttr(mf.ino); !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%s: ino %d still there (%+v, %v)", what, mf.ino, a, err)
+	}
+	for _, s := range mf.snaps {
+		if _, err := r.f.SnapshotByID(s.id); !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("%s: its snapshot %s (id %d): SnapshotByID gives %v, want ErrNotFound", what, s.name, s.id, err)
+		}
+	}
+	return nil
+}
+
+// orphanCheck reads a file unlinked while open: still all there.
+func (r *modelRun) orphanCheck(mf *mfile) error {
+	name := fmt.Sprintf("unlinked ino %d", mf.ino)
+	a, err := r.f.GetAttr(mf.ino)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if a.Size != uint64(mf.d.size) || a.Nlink != 0 {
+		return fmt.Errorf("%s: size %d nlink %d, model %d and 0", name, a.Size, a.Nlink, mf.d.size)
+	}
+	if err := r.fileCheck(name, mf); err != nil {
+		return err
+	}
+	return r.listCheck(name, mf)
+}
+
+// reclaimed: a remount or crash drops the files unlinked while open.
+func (r *modelRun) reclaimed() error {
+	for _, mf := range r.orphans {
+		if err := r.gone(fmt.Sprintf("unlinked ino %d after a remount", mf.ino), mf); err != nil {
+			return err
+		}
+	}
+	r.orphans = nil
+	return nil
+}
+
+// describeCheck compares Describe with what the model can tell: size,
+// snapshots, allocation between the blocks with data and the size, and
+// (unshared) that nothing is unique to the file, right after a snapshot,
+// clone or rollback shared all of it.
+func (r *modelRun) describeCheck(name string, mf *mfile, unshared bool) error {
+	d, err := r.f.Describe(mf.ino)
+	if err != nil {
+		return fmt.Errorf("describe %s: %w", name, err)
+	}
+	var names, want []string
+	for _, s := range d.Snapshots {
+		names = append(names, s.Name)
+	}
+	for _, s := range mf.snaps {
+		want = append(want, s.name)
+	}
+	roundUp := (uint64(mf.d.size) + BlockSize - 1) / BlockSize * BlockSize
+	switch {
+	case d.Ino != mf.ino || d.Size != uint64(mf.d.size) || !slices.Equal(names, want):
+		return fmt.Errorf("describe %s: ino %d size %d snapshots %v; model %d %d %v", name, d.Ino, d.Size, names, mf.ino, mf.d.size, want)
+	case d.Allocated > roundUp || d.Allocated < mf.d.dataBlocks()*BlockSize:
+		return fmt.Errorf("describe %s: allocated %d, but the model has %d blocks with data and a size of %d", name, d.Allocated, mf.d.dataBlocks(), mf.d.size)
+	case d.Unique > d.Allocated || d.Shared != d.Allocated-d.Unique:
+		return fmt.Errorf("describe %s: allocated %d unique %d shared %d", name, d.Allocated, d.Unique, d.Shared)
+	case unshared && d.Unique != 0:
+		return fmt.Errorf("describe %s: %d bytes unique right after a snapshot, clone or rollback shared all of them", name, d.Unique)
+	}
+	return nil
+}
+
+// usageCheck compares Usage with the model's counts and sums.
+func (r *modelRun) usageCheck() error {
+	u, err := r.f.Usage()
+	if err != nil {
+		return fmt.Errorf("usage: %w", err)
+	}
+	snaps := 0
+	var logical, snapLogical uint64
+	for _, mf := range append(slices.Collect(maps.Values(r.files)), r.orphans...) {
+		a, err := r.f.GetAttr(mf.ino)
+		if err != nil {
+			return fmt.Errorf("getattr ino %d: %w", mf.ino, err)
+		}
+		logical += a.Blocks * 512
+		list, err := r.f.Snapshots(mf.ino)
+		if err != nil {
+			return fmt.Errorf("snapshots of ino %d: %w", mf.ino, err)
+		}
+		for _, s := range list {
+			snapLogical += s.Blocks * BlockSize
+		}
+		snaps += len(mf.snaps)
+	}
+	switch {
+	case u.Files != len(r.files)+len(r.orphans) || u.Snapshots != snaps:
+		return fmt.Errorf("usage: %d files %d snapshots; model %d (%d of them unlinked while open) and %d", u.Files, u.Snapshots, len(r.files)+len(r.orphans), len(r.orphans), snaps)
+	case u.Logical != logical || u.SnapshotLogical != snapLogical:
+		return fmt.Errorf("usage: logical %d snapshot logical %d; the files' and snapshots' blocks add up to %d and %d", u.Logical, u.SnapshotLogical, logical, snapLogical)
+	case u.Physical > u.Logical+u.SnapshotLogical || u.Saved != u.Logical+u.SnapshotLogical-u.Physical || u.Stored < u.Physical:
+		return fmt.Errorf("usage: logical %d + snapshots %d, physical %d, saved %d, stored %d do not add up", u.Logical, u.SnapshotLogical, u.Physical, u.Saved, u.Stored)
+	}
+	return nil
 }
 
 func (mf *mfile) snapIndex(name string) int {
@@ -891,7 +1124,10 @@ func (r *modelRun) listCheck(name string, mf *mfile) error {
 	if !slices.Equal(g, w) {
 		return fmt.Errorf("snapshots of %s (name/id/size/vol, oldest first): %v, model %v", name, g, w)
 	}
-	for _, s := range got {
+	for i, s := range got {
+		if d := mf.snaps[i].d; s.Blocks*BlockSize > uint64(d.size)+BlockSize-1 {
+			return fmt.Errorf("snapshot %s of %s maps %d blocks, more than its size %d holds", s.Name, name, s.Blocks, d.size)
+		}
 		byID, err := r.f.SnapshotByID(s.ID)
 		if err != nil || byID.Name != s.Name || byID.Vol != s.Vol {
 			return fmt.Errorf("SnapshotByID(%d) = %+v, %v; want %s of %d", s.ID, byID, err, s.Name, s.Vol)
@@ -946,6 +1182,21 @@ func (r *modelRun) verifyAll(all, files bool) error {
 					return err
 				}
 			}
+		}
+	}
+	for _, mf := range r.orphans {
+		if err := r.orphanCheck(mf); err != nil {
+			return err
+		}
+	}
+	if all {
+		for _, name := range r.names() {
+			if err := r.describeCheck(name, r.files[name], false); err != nil {
+				return err
+			}
+		}
+		if err := r.usageCheck(); err != nil {
+			return err
 		}
 	}
 	for _, id := range r.goneSnaps {
