@@ -235,7 +235,7 @@ func (k opKind) String() string { return opNames[k] }
 var opWeights = [numOps]int{
 	opWrite: 300, opPunch: 60, opZero: 50, opTruncate: 50, opCreate: 30, opUnlink: 20,
 	opSnapCreate: 70, opSnapDelete: 50, opRollback: 40, opCloneFile: 35, opCloneSnap: 35,
-	opCompact: 25, opFsync: 50, opRemount: 3, opCrash: 7, opVerify: 3,
+	opCompact: 25, opFsync: 50, opRemount: 3, opCrash: 6, opVerify: 3,
 	opRename: 25, opCopyRange: 30, opRelease: 10,
 }
 

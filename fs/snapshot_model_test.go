@@ -510,10 +510,10 @@ func (r *modelRun) do(o mop) error {
 			n = 1 + rng.Int64N(64<<10)
 		case m < 19: // large, unaligned
 			off = rng.Int64N(mSpace)
-			n = 256<<10 + rng.Int64N(768<<10)
+			n = 128<<10 + rng.Int64N(512<<10)
 		default: // large, aligned
 			off = BlockSize * rng.Int64N(mSpace/BlockSize)
-			n = BlockSize * (64 + rng.Int64N(192))
+			n = BlockSize * (32 + rng.Int64N(128))
 		}
 		r.note("%s [%d, +%d)", name, off, n)
 		if int64(cap(r.data)) < n {
