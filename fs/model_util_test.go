@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // mblock is one 4 KiB block of the model. Blocks are never changed once
@@ -300,3 +301,125 @@ func mMinimize(ops []mop, fails func([]mop) bool, budget int, logf func(string, 
 // mSame reports whether two readbacks are equal (a helper so the comparison
 // is one place a deliberate model break can target).
 func mSame(got, want []byte) bool { return bytes.Equal(got, want) }
+
+// ---- a concurrent reader ----
+
+// bgReader reads snapshots and files from another goroutine while the
+// model run goes on (writes, rollbacks, compactions move blocks under
+// it). Snapshots never change, so what it reads of one must be the
+// model's content, whenever it reads; file reads are only checked for
+// errors. A read that fails because its snapshot or file is being deleted
+// is fine; one that fails while the model still has it is not (checked at
+// the next sync, when the model has caught up with the op in flight).
+type bgReader struct {
+	mu sync.RWMutex // held exclusively while the FS is closed and reopened
+	f  *FS
+
+	smu     sync.Mutex
+	snaps   []bgSnap
+	inos    []uint64
+	pending []bgFail // reads that failed, to be judged at the next sync
+	err     error
+	reads   int
+
+	tick       chan struct{}
+	stop, done chan struct{}
+}
+
+type bgSnap struct {
+	id   uint64
+	what string
+	d    mdata
+}
+
+type bgFail struct {
+	snap, ino uint64
+	err       error
+}
+
+func (b *bgReader) Stop() {
+	if b == nil {
+		return
+	}
+	select {
+	case <-b.stop:
+	default:
+		close(b.stop)
+	}
+	<-b.done
+}
+
+// sync gives the reader the model's snapshots and files after an op and
+// judges the reads that failed meanwhile.
+func (b *bgReader) sync(snaps []bgSnap, inos []uint64) error {
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	err := b.err
+	for _, p := range b.pending {
+		if err != nil {
+			break
+		}
+		switch {
+		case p.snap != 0 && slices.ContainsFunc(snaps, func(s bgSnap) bool { return s.id == p.snap }):
+			err = fmt.Errorf("concurrent ReadSnapshotAt of live snapshot id %d: %v", p.snap, p.err)
+		case p.ino != 0 && slices.Contains(inos, p.ino):
+			err = fmt.Errorf("concurrent ReadAt of live ino %d: %v", p.ino, p.err)
+		}
+	}
+	b.pending = b.pending[:0]
+	b.snaps, b.inos = snaps, inos
+	select {
+	case b.tick <- struct{}{}:
+	default:
+	}
+	return err
+}
+
+func (b *bgReader) run(rng *rand.Rand) {
+	defer close(b.done)
+	got, want := make([]byte, 64<<10), make([]byte, 64<<10)
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-b.tick:
+		}
+		b.mu.RLock()
+		b.smu.Lock()
+		var s bgSnap
+		if len(b.snaps) > 0 {
+			s = b.snaps[rng.IntN(len(b.snaps))]
+		}
+		var ino uint64
+		if len(b.inos) > 0 {
+			ino = b.inos[rng.IntN(len(b.inos))]
+		}
+		b.reads++
+		b.smu.Unlock()
+		var fail []bgFail
+		if s.id != 0 {
+			off, n := rng.Int64N(s.d.size+BlockSize), 1+rng.IntN(len(got))
+			k, err := b.f.ReadSnapshotAt(s.id, got[:n], off)
+			if err != nil {
+				fail = append(fail, bgFail{snap: s.id, err: err})
+			} else if w := s.d.read(want[:n], off); !mSame(got[:k], want[:w]) {
+				b.smu.Lock()
+				if b.err == nil {
+					b.err = fmt.Errorf("concurrent read of %s [%d, +%d): %s", s.what, off, n, mDiff(got[:k], want[:w], off))
+				}
+				b.smu.Unlock()
+			}
+		}
+		if ino != 0 {
+			if _, err := b.f.ReadAt(ino, got[:1+rng.IntN(len(got))], rng.Int64N(mSpace)); err != nil {
+				fail = append(fail, bgFail{ino: ino, err: err})
+			}
+		}
+		b.mu.RUnlock()
+		if len(fail) > 0 {
+			b.smu.Lock()
+			b.pending = append(b.pending, fail...)
+			b.smu.Unlock()
+		}
+	}
+}

@@ -57,9 +57,15 @@ func TestSnapshotModel(t *testing.T) {
 	t.Logf("seed %d, %d ops (replay: VAFS_SEED=%d VAFS_OPS=%d go test -run TestSnapshotModel ./fs)", seed, nops, seed, nops)
 	ops := mGenOps(seed, nops)
 	r := newModelRun(t)
+	if os.Getenv("VAFS_READER") != "0" {
+		r.bg = &bgReader{tick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	}
 	start := time.Now()
 	err := r.run(ops)
 	t.Logf("%v: %s", time.Since(start).Round(time.Millisecond), r.summary())
+	if r.bg != nil {
+		t.Logf("concurrent reader: %d reads", r.bg.reads)
+	}
 	if err != nil {
 		var fe *stepError
 		if errors.As(err, &fe) {
@@ -136,6 +142,7 @@ type modelRun struct {
 	goneSnaps []uint64
 	seenIDs   map[uint64]bool
 
+	bg      *bgReader // nil: no concurrent reader (replays are deterministic without it)
 	step    int
 	hist    []string
 	checkAt int
@@ -240,6 +247,7 @@ func (r *modelRun) run(ops []mop) (err error) {
 		return err
 	}
 	defer func() {
+		r.bg.Stop()
 		if r.f != nil {
 			mCrash(r.f) // a failed run: release the data dir without committing
 		}
@@ -250,6 +258,11 @@ func (r *modelRun) run(ops []mop) (err error) {
 	}
 	r.files["f0"] = &mfile{ino: a.Ino}
 	r.durable = []map[uint64]mdata{r.contents()}
+	if r.bg != nil {
+		r.bg.f = r.f
+		go r.bg.run(rand.New(rand.NewPCG(uint64(len(ops)), 99)))
+		defer r.bg.Stop()
+	}
 	for i, o := range ops {
 		r.step = i
 		if len(r.hist) >= 40 {
@@ -259,6 +272,9 @@ func (r *modelRun) run(ops []mop) (err error) {
 		t0 := time.Now()
 		err := r.do(o)
 		r.spent[o.K] += time.Since(t0)
+		if err == nil && r.bg != nil {
+			err = r.syncReader()
+		}
 		if err != nil {
 			return &stepError{step: i, op: o, err: err, history: r.hist}
 		}
@@ -267,6 +283,7 @@ func (r *modelRun) run(ops []mop) (err error) {
 	if err := r.verifyAll(true, true); err != nil {
 		return &stepError{step: len(ops) - 1, err: fmt.Errorf("final verify: %w", err), history: r.hist}
 	}
+	r.bg.Stop()
 	f := r.f
 	r.f = nil
 	if err := f.Close(); err != nil {
@@ -295,6 +312,19 @@ func modelTempBase() string {
 		}
 	}
 	return ""
+}
+
+// syncReader hands the concurrent reader the model's snapshots and files.
+func (r *modelRun) syncReader() error {
+	var snaps []bgSnap
+	var inos []uint64
+	for _, mf := range append(slices.Collect(maps.Values(r.files)), r.orphans...) {
+		inos = append(inos, mf.ino)
+		for _, s := range mf.snaps {
+			snaps = append(snaps, bgSnap{id: s.id, what: fmt.Sprintf("snapshot %s of ino %d (id %d)", s.name, mf.ino, s.id), d: s.d})
+		}
+	}
+	return r.bg.sync(snaps, inos)
 }
 
 // note adds detail to the current op's history line.
@@ -820,6 +850,10 @@ func (r *modelRun) do(o mop) error {
 		return nil
 
 	case opRemount:
+		if r.bg != nil {
+			r.bg.mu.Lock()
+			defer func() { r.bg.f = r.f; r.bg.mu.Unlock() }()
+		}
 		r.f = nil
 		if err := f.Close(); err != nil {
 			return fmt.Errorf("close: %w", err)
@@ -840,6 +874,10 @@ func (r *modelRun) do(o mop) error {
 		return r.verifyAll(false, true)
 
 	case opCrash:
+		if r.bg != nil {
+			r.bg.mu.Lock()
+			defer func() { r.bg.f = r.f; r.bg.mu.Unlock() }()
+		}
 		r.f = nil
 		mCrash(f)
 		r.crashes++
