@@ -377,7 +377,7 @@ func (b *bgReader) sync(snaps []bgSnap, inos []uint64) error {
 
 func (b *bgReader) run(rng *rand.Rand) {
 	defer close(b.done)
-	got, want := make([]byte, 64<<10), make([]byte, 64<<10)
+	got, want := make([]byte, 16<<10), make([]byte, 16<<10)
 	for {
 		select {
 		case <-b.stop:

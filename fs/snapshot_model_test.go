@@ -23,20 +23,27 @@ import (
 )
 
 // TestSnapshotModel runs a long random sequence of writes, punches, zero
-// ranges, truncates, snapshots, rollbacks, clones, unlinks, compactions,
-// fsyncs, clean remounts and crashes against the fs package and against a
-// trivial in-memory model, and requires every read to agree: after each op
-// that changes a file a random range of it, and periodically every file and
-// every snapshot in full. A crash must return every file to the state of a
-// commit point (fsync, remount, and snapshot create/delete/rollback/clone,
-// which are durable on return; compaction and a refused snapshot op may or
-// may not have committed). At the end the data dir must pass Check, and
-// compaction must have moved something.
+// ranges, truncates, copy_file_range, snapshots, rollbacks, clones of files
+// and snapshots, renames, unlinks (some while the file is open),
+// compactions, fsyncs, clean remounts and crashes against the fs package
+// and against a trivial in-memory model, and requires every read to agree:
+// after each op that changes a file a random range of it, and
+// periodically every file and every snapshot in full, with Describe and
+// Usage checked against what the model can tell. Meanwhile another
+// goroutine reads snapshots (immutable, so checkable at any moment) and
+// files. A crash must return every file to the state of a commit point
+// (fsync, remount, and snapshot create/delete/rollback/clone, which are
+// durable on return; compaction and a refused snapshot op may or may not
+// have committed); namespace changes survive it (they are in Pebble's log
+// when they return, and the simulated crash is a process kill). At the
+// end the data dir must pass Check, and compaction must have moved
+// something.
 //
 // VAFS_SEED=n replays a run (the seed is logged), VAFS_OPS=n changes its
 // length (default 10000), VAFS_STORE=mem keeps segments in memory instead
-// of a cachessd directory, VAFS_MINIMIZE=1 shrinks a failing sequence and
-// logs it as a Go literal for a focused test.
+// of a cachessd directory, VAFS_READER=0 leaves out the concurrent reader
+// (the rest of a run is deterministic), VAFS_MINIMIZE=1 shrinks a failing
+// sequence and logs it as a Go literal for a focused test (runModelOps).
 func TestSnapshotModel(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("VAFS_SEED"); s != "" {
