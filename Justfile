@@ -131,6 +131,17 @@ demo: setup build
     show du -h --apparent-size "$img"
     show du -h "$img"
     show df -h "$mnt"
+    echo; echo "# an instant clone and a snapshot: O(1) whatever the size; the clone shares every block"
+    rm -f "$mnt/demo-clone.raw"
+    show "{{ vafs }}" clone "$img" "$mnt/demo-clone.raw"
+    snap=demo-$(date +%Y%m%d-%H%M%S)
+    show "{{ vafs }}" snapshot create "$img" "$snap"
+    show qemu-io -t none -f raw -c 'write -P 0xcd 0 1M' "$img"
+    echo; echo "# the snapshot is a read-only file and still holds the old bytes"
+    show qemu-io -r -f raw -c 'read -P 0xab 0 4M' "$mnt/.snapshots/demo.raw/$snap"
+    show "{{ vafs }}" snapshot list "$img"
+    show "{{ vafs }}" describe "$img"
+    show "{{ vafs }}" df "$mnt"
     echo; echo "# $img stays in the volume store ($mnt on /var/lib/vafs) until you remove it."
 
 # Mount vafs in the foreground on MNT (Ctrl-C unmounts).

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -24,12 +25,19 @@ func app() *cli.App {
 			fsckCmd(),
 			versionCmd(),
 			debugCmd(),
+			cloneCmd(),
+			snapshotCmd(),
+			describeCmd(),
+			dfCmd(),
+			compactCmd(),
 		},
 		HideVersion: false,
+		CommandNotFound: func(c *cli.Context, name string) {
+			exit(cli.Exit(fmt.Sprintf("unknown command %q (see vafs --help)", name), 2))
+		},
 		ExitErrHandler: func(c *cli.Context, err error) {
 			if err != nil {
-				fmt.Fprintln(os.Stderr, "vafs:", err)
-				os.Exit(1)
+				exit(err)
 			}
 		},
 	}
@@ -37,7 +45,20 @@ func app() *cli.App {
 
 func main() {
 	if err := app().Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "vafs:", err)
-		os.Exit(1)
+		exit(err)
 	}
+}
+
+// exit prints err and exits 1, or with the status of a cli.Exit error
+// (2 for usage errors).
+func exit(err error) {
+	code := 1
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		code = ec.ExitCode()
+	}
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintln(os.Stderr, "vafs:", msg)
+	}
+	os.Exit(code)
 }

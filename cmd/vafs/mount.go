@@ -19,6 +19,7 @@ import (
 
 	"github.com/vafs/vafs/cachessd"
 	"github.com/vafs/vafs/fs"
+	"github.com/vafs/vafs/fs/control"
 	"github.com/vafs/vafs/fs/fuse"
 )
 
@@ -83,6 +84,13 @@ func runMount(c *cli.Context) error {
 		f.Close()
 		return fail(err)
 	}
+	// The control socket is up before the mount reports ready, so that
+	// `vafs mount --background` and then `vafs snapshot` works. A mount
+	// without it still serves files.
+	ctl, err := control.Serve(f, filepath.Join(data, control.SocketName), lg)
+	if err != nil {
+		lg.Printf("%v: clone, snapshot, describe, df and compact cannot reach this mount", err)
+	}
 	fmt.Printf("vafs: mounted %s on %s (pid %d)\n", data, mnt, os.Getpid())
 	if ready != nil {
 		fmt.Fprintln(ready, "ok")
@@ -97,6 +105,12 @@ func runMount(c *cli.Context) error {
 		}
 	}()
 	srv.Wait()
+	if ctl != nil {
+		// Waits for requests in progress: they need f open.
+		if err := ctl.Close(); err != nil {
+			lg.Printf("control socket: %v", err)
+		}
+	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("flush on unmount: %w", err)
 	}
