@@ -107,6 +107,25 @@ func (d mdata) read(p []byte, off int64) int {
 
 var mZeroBlock mblock
 
+// firstData is the first offset in [from, to) holding a non-zero byte, or
+// -1.
+func (d mdata) firstData(from, to int64) int64 {
+	to = min(to, d.size)
+	for pos := from; pos < to; {
+		i := pos / BlockSize
+		end := min(to, (i+1)*BlockSize)
+		if b := d.blks[i]; b != nil {
+			for j := pos; j < end; j++ {
+				if b[j-i*BlockSize] != 0 {
+					return j
+				}
+			}
+		}
+		pos = end
+	}
+	return -1
+}
+
 // equal reports whether p is exactly the content of d.
 func (d mdata) equal(p []byte) bool {
 	if int64(len(p)) != d.size {

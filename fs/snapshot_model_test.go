@@ -117,6 +117,7 @@ func runModelOps(t *testing.T, ops []mop) {
 // Sizes are capped so that a run stays fast under -race.
 const (
 	mSpace    = 1 << 20 // writes start below this; files stay under ~1.5 MiB
+	mFar      = 8 << 20 // but small writes and truncates reach this far (a tree of two levels)
 	mMaxFiles = 6
 	mNames    = 8 // file names f0..f7: clones onto an existing name are common
 	mSnapNms  = 5 // snapshot names s0..s4 per file
@@ -538,10 +539,13 @@ func (r *modelRun) do(o mop) error {
 		}
 		var off, n int64
 		switch m := rng.IntN(40); {
-		case m < 22: // small, mostly unaligned, sometimes appending
+		case m < 22: // small, mostly unaligned, sometimes appending, sometimes far
 			off = rng.Int64N(mSpace)
-			if rng.IntN(4) == 0 {
+			switch rng.IntN(8) {
+			case 0, 1:
 				off = max(0, mf.d.size-rng.Int64N(2*BlockSize))
+			case 2:
+				off = rng.Int64N(mFar) // past the first leaf: a taller tree
 			}
 			n = 1 + rng.Int64N(3*BlockSize)
 		case m < 30: // aligned
@@ -607,7 +611,9 @@ func (r *modelRun) do(o mop) error {
 		switch m := rng.IntN(10); {
 		case m < 7:
 			size := rng.Int64N(mSpace + 256<<10)
-			switch rng.IntN(4) {
+			switch rng.IntN(8) {
+			case 2:
+				size = rng.Int64N(mFar)
 			case 0:
 				size = size / BlockSize * BlockSize
 			case 1:
@@ -1055,7 +1061,9 @@ func (r *modelRun) afterCrash() error {
 				bad = fmt.Sprintf("%s: size %d, model %d", name, a.Size, want.size)
 				break
 			}
-			if err := r.rangeCheck(name, want, 0, want.size+BlockSize, func(p []byte, off int64) (int, error) { return r.f.ReadAt(mf.ino, p, off) }); err != nil {
+			if err := r.sparseCheck(name, want,
+				func(off uint64, whence int) (uint64, error) { return r.f.Lseek(mf.ino, off, whence) },
+				func(p []byte, off int64) (int, error) { return r.f.ReadAt(mf.ino, p, off) }); err != nil {
 				if !errors.Is(err, errMismatch) {
 					return fmt.Errorf("after the crash: %w", err)
 				}
@@ -1143,7 +1151,42 @@ var errMismatch = errors.New("differs from the model")
 
 // fileCheck reads a whole file (and a block past its end).
 func (r *modelRun) fileCheck(name string, mf *mfile) error {
-	return r.rangeCheck(name, mf.d, 0, mf.d.size+BlockSize, func(p []byte, off int64) (int, error) { return r.f.ReadAt(mf.ino, p, off) })
+	return r.sparseCheck(name, mf.d,
+		func(off uint64, whence int) (uint64, error) { return r.f.Lseek(mf.ino, off, whence) },
+		func(p []byte, off int64) (int, error) { return r.f.ReadAt(mf.ino, p, off) })
+}
+
+// sparseCheck compares all of something with the model, reading only what
+// SEEK_DATA finds (files reach 8 MiB, mostly holes): the holes between
+// must be zeros in the model, the data must read as the model's, and the
+// read past the end must be empty.
+func (r *modelRun) sparseCheck(what string, d mdata, seek func(uint64, int) (uint64, error), read func([]byte, int64) (int, error)) error {
+	for pos := int64(0); pos < d.size; {
+		data, err := seek(uint64(pos), SeekData)
+		if errors.Is(err, ErrNoData) {
+			data = uint64(d.size)
+		} else if err != nil {
+			return fmt.Errorf("%s: SEEK_DATA from %d: %w", what, pos, err)
+		}
+		if data < uint64(pos) || data > uint64(d.size) {
+			return fmt.Errorf("%s: SEEK_DATA from %d gives %d (size %d)", what, pos, data, d.size)
+		}
+		if x := d.firstData(pos, int64(data)); x >= 0 {
+			return fmt.Errorf("%w: %s: SEEK_DATA from %d skips to %d, but the model has data at %d", errMismatch, what, pos, data, x)
+		}
+		if int64(data) >= d.size {
+			break
+		}
+		hole, err := seek(data, SeekHole)
+		if err != nil || hole <= data || hole > uint64(d.size) {
+			return fmt.Errorf("%s: SEEK_HOLE from %d gives %d, %v (size %d)", what, data, hole, err, d.size)
+		}
+		if err := r.rangeCheck(what, d, int64(data), int64(hole-data), read); err != nil {
+			return err
+		}
+		pos = int64(hole)
+	}
+	return r.rangeCheck(what, d, d.size, BlockSize, read)
 }
 
 // snapCheck reads one snapshot whole (and past its end), or with rng
@@ -1155,7 +1198,9 @@ func (r *modelRun) snapCheck(name string, mf *mfile, i int, rng *rand.Rand) erro
 		off := rng.Int64N(s.d.size + BlockSize)
 		return r.rangeCheck(what, s.d, off, 1+rng.Int64N(64<<10), func(p []byte, off int64) (int, error) { return r.f.ReadSnapshotAt(s.id, p, off) })
 	}
-	return r.rangeCheck(what, s.d, 0, s.d.size+BlockSize, func(p []byte, off int64) (int, error) { return r.f.ReadSnapshotAt(s.id, p, off) })
+	return r.sparseCheck(what, s.d,
+		func(off uint64, whence int) (uint64, error) { return r.f.SnapshotLseek(s.id, off, whence) },
+		func(p []byte, off int64) (int, error) { return r.f.ReadSnapshotAt(s.id, p, off) })
 }
 
 // listCheck compares a file's snapshot list with the model's.
