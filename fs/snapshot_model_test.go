@@ -42,7 +42,8 @@ import (
 //
 // VAFS_SEED=n replays a run (the seed is logged), VAFS_OPS=n changes its
 // length (default 10000), VAFS_STORE=mem keeps segments in memory instead
-// of a cachessd directory, VAFS_READER=0 leaves out the concurrent reader
+// of a cachessd directory, VAFS_SEGBLOCKS=n sets the records per segment
+// (default 64, so that segments seal often), VAFS_READER=0 leaves out the concurrent reader
 // (the rest of a run is deterministic), VAFS_MINIMIZE=1 shrinks a failing
 // sequence and logs it as a Go literal for a focused test (runModelOps).
 func TestSnapshotModel(t *testing.T) {
@@ -254,8 +255,12 @@ func (r *modelRun) run(ops []mop) (err error) {
 		}
 		r.store = st
 	}
+	segBlocks := uint32(64)
+	if v, err := strconv.ParseUint(os.Getenv("VAFS_SEGBLOCKS"), 10, 32); err == nil && v > 0 {
+		segBlocks = uint32(v)
+	}
 	r.opts = Options{DataDir: dir, Store: r.store, Logger: log.New(r.logb, "", 0),
-		CommitInterval: time.Hour, CompactInterval: -1, SegmentBlocks: 64}
+		CommitInterval: time.Hour, CompactInterval: -1, SegmentBlocks: segBlocks}
 	if err := r.open(); err != nil {
 		return err
 	}
