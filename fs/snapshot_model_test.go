@@ -44,7 +44,10 @@ import (
 // length (default 10000), VAFS_STORE=mem keeps segments in memory instead
 // of a cachessd directory, VAFS_SEGBLOCKS=n sets the records per segment
 // (default 64, so that segments seal often), VAFS_READER=0 leaves out the concurrent reader
-// (the rest of a run is deterministic), VAFS_MINIMIZE=1 shrinks a failing
+// (the rest of a run is deterministic), VAFS_BACKGROUND=1 runs the
+// background committer and compactor every few milliseconds (a crash may
+// then return to the state after any op since the last certain commit;
+// not deterministic either), VAFS_MINIMIZE=1 shrinks a failing
 // sequence and logs it as a Go literal for a focused test (runModelOps).
 func TestSnapshotModel(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
@@ -70,6 +73,7 @@ func TestSnapshotModel(t *testing.T) {
 	// about 200 MB this way.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	r := newModelRun(t)
+	r.background = os.Getenv("VAFS_BACKGROUND") == "1"
 	if os.Getenv("VAFS_READER") != "0" {
 		r.bg = &bgReader{tick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	}
@@ -156,15 +160,19 @@ type modelRun struct {
 	goneSnaps []uint64
 	seenIDs   map[uint64]bool
 
-	bg      *bgReader // nil: no concurrent reader (replays are deterministic without it)
-	step    int
-	hist    []string
-	checkAt int
+	bg *bgReader // nil: no concurrent reader (replays are deterministic without it)
+	// background: the committer and the compactor run every few ms, so
+	// any op may have been committed by them.
+	background bool
+	step       int
+	hist       []string
+	checkAt    int
 
 	compactCalls, compactUnsupported, compactSegs      int
 	moved                                              uint64
 	snapsCreated, rollbacks, clones, crashes, remounts int
 	busyRefused, errChecks, fullVerifies               int
+	crashLater                                         int    // crashes that kept more than the last certain commit
 	got, want, data                                    []byte // reused buffers
 	spent                                              [numOps]time.Duration
 }
@@ -202,8 +210,8 @@ func newModelRun(t testing.TB) *modelRun {
 
 func (r *modelRun) summary() string {
 	return fmt.Sprintf("%d steps, %d snapshots created, %d rollbacks (%d refused busy), %d clones, %d expected errors, "+
-		"%d remounts, %d crashes, %d full verifies, compact %d calls (%d unsupported) %d segments %d blocks moved",
-		r.step, r.snapsCreated, r.rollbacks, r.busyRefused, r.clones, r.errChecks, r.remounts, r.crashes,
+		"%d remounts, %d crashes (%d kept more than the last certain commit), %d full verifies, compact %d calls (%d unsupported) %d segments %d blocks moved",
+		r.step, r.snapsCreated, r.rollbacks, r.busyRefused, r.clones, r.errChecks, r.remounts, r.crashes, r.crashLater,
 		r.fullVerifies, r.compactCalls, r.compactUnsupported, r.compactSegs, r.moved) + "; time " + r.timeSpent()
 }
 
@@ -261,6 +269,9 @@ func (r *modelRun) run(ops []mop) (err error) {
 	}
 	r.opts = Options{DataDir: dir, Store: r.store, Logger: log.New(r.logb, "", 0),
 		CommitInterval: time.Hour, CompactInterval: -1, SegmentBlocks: segBlocks}
+	if r.background {
+		r.opts.CommitInterval, r.opts.CompactInterval = 3*time.Millisecond, 10*time.Millisecond
+	}
 	if err := r.open(); err != nil {
 		return err
 	}
@@ -292,6 +303,9 @@ func (r *modelRun) run(ops []mop) (err error) {
 		r.spent[o.K] += time.Since(t0)
 		if err == nil && r.bg != nil {
 			err = r.syncReader()
+		}
+		if err == nil && r.background {
+			r.maybeCommitted()
 		}
 		if err != nil {
 			return &stepError{step: i, op: o, err: err, history: r.hist}
@@ -534,6 +548,15 @@ func (r *modelRun) do(o mop) error {
 			p := make([]byte, want)
 			src.d.read(p, soff)
 			dst.d.write(doff, p)
+		}
+		if r.background {
+			// A copy is several locked steps: a background commit may
+			// land between them. Only the end is a state a crash may
+			// return to.
+			if err := f.Fsync(dst.ino); err != nil {
+				return fmt.Errorf("fsync: %w", err)
+			}
+			r.committed()
 		}
 		return r.readCheck(dname, rng)
 
@@ -1051,11 +1074,28 @@ func (r *modelRun) dropSnap(mf *mfile, i int) {
 // unlink) are not undone: they are in Pebble's log when they return and
 // the simulated crash is a process kill, not a power loss.
 func (r *modelRun) afterCrash() error {
+	sizes := map[uint64]uint64{}
+	for _, mf := range r.files {
+		a, err := r.f.GetAttr(mf.ino)
+		if err != nil {
+			return fmt.Errorf("after the crash: ino %d: %w", mf.ino, err)
+		}
+		sizes[mf.ino] = a.Size
+	}
 	var why []string
 	for i := len(r.durable) - 1; i >= 0; i-- {
 		c := r.durable[i]
 		bad := ""
+		for _, mf := range r.files {
+			if sizes[mf.ino] != uint64(c[mf.ino].size) {
+				bad = fmt.Sprintf("ino %d: size %d, model %d", mf.ino, sizes[mf.ino], c[mf.ino].size)
+				break
+			}
+		}
 		for _, name := range r.names() {
+			if bad != "" {
+				break
+			}
 			mf := r.files[name]
 			want := c[mf.ino] // absent: created after the commit, empty
 			a, err := r.f.GetAttr(mf.ino)
@@ -1078,15 +1118,20 @@ func (r *modelRun) afterCrash() error {
 		}
 		if bad == "" {
 			r.note("(state %d of %d)", i+1, len(r.durable))
+			if i > 0 {
+				r.crashLater++
+			}
 			for _, mf := range r.files {
 				mf.d = c[mf.ino].clone()
 			}
 			r.committed()
 			return nil
 		}
-		why = append(why, fmt.Sprintf("commit point %d: %s", i+1, bad))
+		if len(why) < 4 {
+			why = append(why, fmt.Sprintf("commit point %d: %s", i+1, bad))
+		}
 	}
-	return fmt.Errorf("after the crash no file set matches any of the %d states it may return to:\n  %s",
+	return fmt.Errorf("after the crash no file set matches any of the %d states it may return to (newest first):\n  %s",
 		len(r.durable), strings.Join(why, "\n  "))
 }
 
