@@ -242,12 +242,13 @@ const (
 	opRename
 	opCopyRange
 	opRelease
+	opSnapWhileWriting
 	numOps
 )
 
 var opNames = [...]string{"opWrite", "opPunch", "opZero", "opTruncate", "opCreate", "opUnlink", "opSnapCreate",
 	"opSnapDelete", "opRollback", "opCloneFile", "opCloneSnap", "opCompact", "opFsync", "opRemount", "opCrash", "opVerify",
-	"opRename", "opCopyRange", "opRelease"}
+	"opRename", "opCopyRange", "opRelease", "opSnapWhileWriting"}
 
 func (k opKind) String() string { return opNames[k] }
 
@@ -256,7 +257,7 @@ var opWeights = [numOps]int{
 	opWrite: 300, opPunch: 60, opZero: 50, opTruncate: 50, opCreate: 30, opUnlink: 20,
 	opSnapCreate: 70, opSnapDelete: 50, opRollback: 40, opCloneFile: 35, opCloneSnap: 35,
 	opCompact: 25, opFsync: 50, opRemount: 3, opCrash: 6, opVerify: 3,
-	opRename: 25, opCopyRange: 30, opRelease: 10,
+	opRename: 25, opCopyRange: 30, opRelease: 10, opSnapWhileWriting: 8,
 }
 
 func mGenOps(seed uint64, n int) []mop {

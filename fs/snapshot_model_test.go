@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"sort"
@@ -173,6 +174,7 @@ type modelRun struct {
 	snapsCreated, rollbacks, clones, crashes, remounts int
 	busyRefused, errChecks, fullVerifies               int
 	crashLater                                         int    // crashes that kept more than the last certain commit
+	snapsMidWrites                                     int    // snapshots that froze a file between concurrent writes
 	got, want, data                                    []byte // reused buffers
 	spent                                              [numOps]time.Duration
 }
@@ -209,9 +211,9 @@ func newModelRun(t testing.TB) *modelRun {
 }
 
 func (r *modelRun) summary() string {
-	return fmt.Sprintf("%d steps, %d snapshots created, %d rollbacks (%d refused busy), %d clones, %d expected errors, "+
+	return fmt.Sprintf("%d steps, %d snapshots created (%d amid concurrent writes), %d rollbacks (%d refused busy), %d clones, %d expected errors, "+
 		"%d remounts, %d crashes (%d kept more than the last certain commit), %d full verifies, compact %d calls (%d unsupported) %d segments %d blocks moved",
-		r.step, r.snapsCreated, r.rollbacks, r.busyRefused, r.clones, r.errChecks, r.remounts, r.crashes, r.crashLater,
+		r.step, r.snapsCreated, r.snapsMidWrites, r.rollbacks, r.busyRefused, r.clones, r.errChecks, r.remounts, r.crashes, r.crashLater,
 		r.fullVerifies, r.compactCalls, r.compactUnsupported, r.compactSegs, r.moved) + "; time " + r.timeSpent()
 }
 
@@ -945,8 +947,130 @@ func (r *modelRun) do(o mop) error {
 
 	case opVerify:
 		return r.verifyAll(true, true)
+
+	case opSnapWhileWriting:
+		return r.snapWhileWriting(o, rng)
 	}
 	return fmt.Errorf("unknown op %d", o.K)
+}
+
+// snapWhileWriting snapshots a file while another goroutine writes to it:
+// each snapshot must be the file as it was after some prefix of the writes
+// (the ones that returned before SnapshotCreate was called, and perhaps
+// those in flight), never a torn write. A snapshot is a commit: a crash
+// afterwards returns the file to the last snapshot's state.
+func (r *modelRun) snapWhileWriting(o mop, rng *rand.Rand) error {
+	f := r.f
+	name, mf := r.pick(rng)
+	for len(mf.snaps) > mMaxSnaps-2 {
+		if err := f.SnapshotDelete(mf.ino, mf.snaps[0].name); err != nil {
+			return fmt.Errorf("snapshot delete %s@%s: %w", name, mf.snaps[0].name, err)
+		}
+		r.dropSnap(mf, 0)
+		r.committed()
+	}
+	var free []string
+	for i := range mSnapNms {
+		if sn := fmt.Sprintf("s%d", i); mf.snapIndex(sn) < 0 {
+			free = append(free, sn)
+		}
+	}
+	nsnap := min(len(free), 1+rng.IntN(2))
+	nwrites := 20 + rng.IntN(40)
+	r.note("%s: %d snapshots during %d writes", name, nsnap, nwrites)
+
+	var mu sync.Mutex
+	states := []mdata{mf.d.clone()} // states[i]: after i writes
+	werr := make(chan error, 1)
+	go func() {
+		wr := rand.New(rand.NewPCG(o.S, 3))
+		d := mf.d.clone()
+		buf := make([]byte, 4*BlockSize)
+		for i := range nwrites {
+			off, n := wr.Int64N(mSpace), 1+wr.Int64N(4*BlockSize)
+			if wr.IntN(2) == 0 { // whole blocks: these take the volume lock shared
+				off, n = off/BlockSize*BlockSize, BlockSize*(1+wr.Int64N(4))
+			}
+			p := buf[:n]
+			mFill(p, o.S+uint64(i))
+			if k, err := f.WriteAt(mf.ino, p, off); err != nil || k != len(p) {
+				werr <- fmt.Errorf("concurrent write %d [%d, +%d): %d, %v", i, off, n, k, err)
+				return
+			}
+			d.write(off, p)
+			mu.Lock()
+			states = append(states, d.clone())
+			mu.Unlock()
+		}
+		werr <- nil
+	}()
+	type taken struct {
+		s      Snapshot
+		lo, hi int // states[lo..hi] may be what it froze
+	}
+	var snaps []taken
+	for i := range nsnap {
+		runtime.Gosched()
+		mu.Lock()
+		lo := len(states) - 1
+		mu.Unlock()
+		s, err := f.SnapshotCreate(mf.ino, free[i])
+		mu.Lock()
+		hi := len(states) // the write in flight, if any, may be in
+		mu.Unlock()
+		if err != nil {
+			<-werr
+			return fmt.Errorf("snapshot create %s@%s while writing: %w", name, free[i], err)
+		}
+		snaps = append(snaps, taken{s, lo, hi})
+	}
+	if err := <-werr; err != nil {
+		return err
+	}
+	last := -1
+	for _, t := range snaps {
+		r.snapsCreated++
+		if r.seenIDs[t.s.ID] {
+			return fmt.Errorf("snapshot %s: id %d was used before", t.s.Name, t.s.ID)
+		}
+		r.seenIDs[t.s.ID] = true
+		match := -1
+		for j := max(t.lo, last, 0); j <= min(t.hi, len(states)-1) && match < 0; j++ {
+			if uint64(states[j].size) != t.s.Size {
+				continue
+			}
+			err := r.sparseCheck("", states[j],
+				func(off uint64, whence int) (uint64, error) { return f.SnapshotLseek(t.s.ID, off, whence) },
+				func(p []byte, off int64) (int, error) { return f.ReadSnapshotAt(t.s.ID, p, off) })
+			if err == nil {
+				match = j
+			} else if !errors.Is(err, errMismatch) {
+				return fmt.Errorf("snapshot %s taken while writing: %w", t.s.Name, err)
+			}
+		}
+		if match < 0 {
+			return fmt.Errorf("snapshot %s of %s (size %d), taken after %d writes and before %d returned, is none of those states: a torn write, or writes out of order",
+				t.s.Name, name, t.s.Size, t.lo, t.hi)
+		}
+		r.note("(%s after %d writes, in [%d, %d])", t.s.Name, match, t.lo, t.hi)
+		if match > 0 && match < nwrites {
+			r.snapsMidWrites++
+		}
+		last = match
+		mf.snaps = append(mf.snaps, msnap{name: t.s.Name, id: t.s.ID, d: states[match]})
+	}
+	if last >= 0 { // the last snapshot committed the file as it froze it
+		mf.d = states[last].clone()
+		r.committed()
+	}
+	mf.d = states[len(states)-1].clone() // the file's model changes in place; the snapshots' must not
+	if r.background {
+		r.maybeCommitted()
+	}
+	if err := r.listCheck(name, mf); err != nil {
+		return err
+	}
+	return r.readCheck(name, rng)
 }
 
 // gone records that a file is deleted (unlinked, replaced by a rename,
