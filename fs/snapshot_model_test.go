@@ -25,31 +25,36 @@ import (
 )
 
 // TestSnapshotModel runs a long random sequence of writes, punches, zero
-// ranges, truncates, copy_file_range, snapshots, rollbacks, clones of files
-// and snapshots, renames, unlinks (some while the file is open),
-// compactions, fsyncs, clean remounts and crashes against the fs package
-// and against a trivial in-memory model, and requires every read to agree:
-// after each op that changes a file a random range of it, and
-// periodically every file and every snapshot in full, with Describe and
-// Usage checked against what the model can tell. Meanwhile another
-// goroutine reads snapshots (immutable, so checkable at any moment) and
-// files. A crash must return every file to the state of a commit point
-// (fsync, remount, and snapshot create/delete/rollback/clone, which are
-// durable on return; compaction and a refused snapshot op may or may not
-// have committed); namespace changes survive it (they are in Pebble's log
-// when they return, and the simulated crash is a process kill). At the
-// end the data dir must pass Check, and compaction must have moved
-// something.
+// ranges, truncates, copy_file_range, snapshots (some while another
+// goroutine writes the file), rollbacks, clones of files and snapshots,
+// renames, unlinks (some while the file is open), compactions, fsyncs,
+// clean remounts and crashes against the fs package and against a trivial
+// in-memory model, and requires every read to agree: after each op that
+// changes a file a random range of it, and periodically every file and
+// every snapshot in full, with Describe and Usage checked against what the
+// model can tell. Meanwhile another goroutine reads snapshots (immutable,
+// so checkable at any moment) and files. A crash must return every file to
+// the state of a commit point (fsync, remount, and snapshot
+// create/delete/rollback/clone, which are durable on return; compaction
+// and a refused snapshot op may or may not have committed); namespace
+// changes survive it (they are in Pebble's log when they return, and the
+// simulated crash is a process kill). At the end the data dir must pass
+// Check, and compaction must have moved something.
 //
-// VAFS_SEED=n replays a run (the seed is logged), VAFS_OPS=n changes its
-// length (default 10000), VAFS_STORE=mem keeps segments in memory instead
-// of a cachessd directory, VAFS_SEGBLOCKS=n sets the records per segment
-// (default 64, so that segments seal often), VAFS_READER=0 leaves out the concurrent reader
-// (the rest of a run is deterministic), VAFS_BACKGROUND=1 runs the
-// background committer and compactor every few milliseconds (a crash may
-// then return to the state after any op since the last certain commit;
-// not deterministic either), VAFS_MINIMIZE=1 shrinks a failing
-// sequence and logs it as a Go literal for a focused test (runModelOps).
+// Knobs (environment):
+//
+//	VAFS_SEED=n        replay a run (the seed is logged; the op sequence is
+//	                   a function of it, the timing of concurrent parts is not)
+//	VAFS_OPS=n         length of the run (default 10000)
+//	VAFS_STORE=mem     segments in memory instead of a cachessd directory
+//	VAFS_SEGBLOCKS=n   records per segment (default 64: segments seal often)
+//	VAFS_READER=0      no concurrent reader (then only opSnapWhileWriting
+//	                   is not deterministic)
+//	VAFS_BACKGROUND=1  the committer and the compactor run every few ms (a
+//	                   crash may then return to the state after any op
+//	                   since the last certain commit)
+//	VAFS_MINIMIZE=1    shrink a failing sequence and log it as a Go literal
+//	                   for a focused test (runModelOps)
 func TestSnapshotModel(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("VAFS_SEED"); s != "" {
@@ -90,8 +95,16 @@ func TestSnapshotModel(t *testing.T) {
 			t.Logf("history before the failure:\n%s", strings.Join(fe.history, "\n"))
 			t.Logf("engine log:\n%s", r.logTail())
 			if os.Getenv("VAFS_MINIMIZE") != "" {
-				small := mMinimize(ops[:fe.step+1], func(c []mop) bool { return newModelRun(t).run(c) != nil }, 3000, t.Logf)
-				t.Logf("minimized to %d ops; error: %v\n%s", len(small), newModelRun(t).run(small), mGoLiteral(small))
+				// Minimizing runs without the concurrent reader and the
+				// background work, so that a run is (nearly) a function
+				// of its ops.
+				fails := func(c []mop) bool { return newModelRun(t).run(c) != nil }
+				if !fails(ops[:fe.step+1]) {
+					t.Logf("minimize: the failure does not reproduce without the concurrent reader and background work")
+				} else {
+					small := mMinimize(ops[:fe.step+1], fails, 3000, t.Logf)
+					t.Logf("minimized to %d ops; error: %v\n%s", len(small), newModelRun(t).run(small), mGoLiteral(small))
+				}
 			}
 		}
 		t.Fatalf("seed %d: %v", seed, err)
