@@ -1,0 +1,1490 @@
+package fs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vafs/vafs/blocks"
+	"github.com/vafs/vafs/cachessd"
+	"github.com/vafs/vafs/meta"
+)
+
+// TestSnapshotModel runs a long random sequence of writes, punches, zero
+// ranges, truncates, copy_file_range, snapshots (some while another
+// goroutine writes the file), rollbacks, clones of files and snapshots,
+// renames, unlinks (some while the file is open), compactions, fsyncs,
+// clean remounts and crashes against the fs package and against a trivial
+// in-memory model, and requires every read to agree: after each op that
+// changes a file a random range of it, and periodically every file and
+// every snapshot in full, with Describe and Usage checked against what the
+// model can tell. Meanwhile another goroutine reads snapshots (immutable,
+// so checkable at any moment) and files. A crash must return every file to
+// the state of a commit point (fsync, remount, and snapshot
+// create/delete/rollback/clone, which are durable on return; compaction
+// and a refused snapshot op may or may not have committed); namespace
+// changes survive it (they are in Pebble's log when they return, and the
+// simulated crash is a process kill). At the end the data dir must pass
+// Check, and compaction must have moved something.
+//
+// Knobs (environment):
+//
+//	VAFS_SEED=n        replay a run (the seed is logged; the op sequence is
+//	                   a function of it, the timing of concurrent parts is not)
+//	VAFS_OPS=n         length of the run (default 10000)
+//	VAFS_STORE=mem     segments in memory instead of a cachessd directory
+//	VAFS_SEGBLOCKS=n   records per segment (default 64: segments seal often)
+//	VAFS_READER=0      no concurrent reader (then only opSnapWhileWriting
+//	                   is not deterministic)
+//	VAFS_BACKGROUND=1  the committer and the compactor run every few ms (a
+//	                   crash may then return to the state after any op
+//	                   since the last certain commit)
+//	VAFS_MINIMIZE=1    shrink a failing sequence and log it as a Go literal
+//	                   for a focused test (runModelOps)
+func TestSnapshotModel(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("VAFS_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("VAFS_SEED: %v", err)
+		}
+		seed = v
+	}
+	nops := 10000
+	if s := os.Getenv("VAFS_OPS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatalf("VAFS_OPS: %v", err)
+		}
+		nops = v
+	}
+	t.Logf("seed %d, %d ops (replay: VAFS_SEED=%d VAFS_OPS=%d go test -run TestSnapshotModel ./fs)", seed, nops, seed, nops)
+	ops := mGenOps(seed, nops)
+	// Fewer collections: under -race, memory given back and faulted in
+	// again (shadow included) is a third of the run's time. A run peaks at
+	// about 200 MB this way.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	r := newModelRun(t)
+	r.background = os.Getenv("VAFS_BACKGROUND") == "1"
+	if os.Getenv("VAFS_READER") != "0" {
+		r.bg = &bgReader{tick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	}
+	start := time.Now()
+	err := r.run(ops)
+	t.Logf("%v: %s", time.Since(start).Round(time.Millisecond), r.summary())
+	if r.bg != nil {
+		t.Logf("concurrent reader: %d reads", r.bg.reads)
+	}
+	if err != nil {
+		var fe *stepError
+		if errors.As(err, &fe) {
+			t.Logf("history before the failure:\n%s", strings.Join(fe.history, "\n"))
+			t.Logf("engine log:\n%s", r.logTail())
+			if os.Getenv("VAFS_MINIMIZE") != "" {
+				// Minimizing runs without the concurrent reader and the
+				// background work, so that a run is (nearly) a function
+				// of its ops.
+				fails := func(c []mop) bool { return newModelRun(t).run(c) != nil }
+				if !fails(ops[:fe.step+1]) {
+					t.Logf("minimize: the failure does not reproduce without the concurrent reader and background work")
+				} else {
+					small := mMinimize(ops[:fe.step+1], fails, 3000, t.Logf)
+					t.Logf("minimized to %d ops; error: %v\n%s", len(small), newModelRun(t).run(small), mGoLiteral(small))
+				}
+			}
+		}
+		t.Fatalf("seed %d: %v", seed, err)
+	}
+	if r.compactCalls > 0 && r.compactUnsupported == r.compactCalls {
+		t.Errorf("fs.Compact returned ErrNotSupported all %d times: compaction is not implemented", r.compactCalls)
+	} else if r.moved == 0 {
+		t.Errorf("compaction ran %d times and never moved a block: nothing exercised it", r.compactCalls)
+	}
+	if r.snapsCreated == 0 || r.rollbacks == 0 || r.clones == 0 || r.crashes == 0 {
+		t.Errorf("the run exercised too little: %s", r.summary())
+	}
+}
+
+// runModelOps runs a fixed op sequence (a minimized repro) and fails the
+// test with its history if the engine disagrees with the model.
+func runModelOps(t *testing.T, ops []mop) {
+	t.Helper()
+	r := newModelRun(t)
+	if err := r.run(ops); err != nil {
+		var fe *stepError
+		if errors.As(err, &fe) {
+			t.Logf("history:\n%s", strings.Join(fe.history, "\n"))
+		}
+		t.Fatal(err)
+	}
+}
+
+// Sizes are capped so that a run stays fast under -race.
+const (
+	mSpace    = 1 << 20 // writes start below this; files stay under ~1.5 MiB
+	mFar      = 8 << 20 // but small writes and truncates reach this far (a tree of two levels)
+	mMaxFiles = 6
+	mNames    = 8 // file names f0..f7: clones onto an existing name are common
+	mSnapNms  = 5 // snapshot names s0..s4 per file
+	mMaxSnaps = 3
+)
+
+type mfile struct {
+	ino   uint64
+	d     mdata
+	snaps []msnap // oldest first
+}
+
+type msnap struct {
+	name string
+	id   uint64
+	d    mdata
+}
+
+type modelRun struct {
+	t     testing.TB
+	dir   string
+	store blocks.Store
+	opts  Options
+	f     *FS
+	logb  *lockedBuf
+
+	files map[string]*mfile
+	// orphans are files unlinked while open (a handle is held): readable
+	// until released, reclaimed by the next remount or crash.
+	orphans []*mfile
+	// durable lists the contents (by inode) that a crash may return to,
+	// oldest first: the last certain commit point, then every point that
+	// may or may not have committed since.
+	durable   []map[uint64]mdata
+	goneSnaps []uint64
+	seenIDs   map[uint64]bool
+
+	bg *bgReader // nil: no concurrent reader (replays are deterministic without it)
+	// background: the committer and the compactor run every few ms, so
+	// any op may have been committed by them.
+	background bool
+	step       int
+	hist       []string
+	checkAt    int
+
+	compactCalls, compactUnsupported, compactSegs      int
+	moved                                              uint64
+	snapsCreated, rollbacks, clones, crashes, remounts int
+	busyRefused, errChecks, fullVerifies               int
+	crashLater                                         int    // crashes that kept more than the last certain commit
+	snapsMidWrites                                     int    // snapshots that froze a file between concurrent writes
+	got, want, data                                    []byte // reused buffers
+	spent                                              [numOps]time.Duration
+}
+
+type stepError struct {
+	step    int
+	op      mop
+	err     error
+	history []string
+}
+
+func (e *stepError) Error() string {
+	return fmt.Sprintf("step %d (%s %#x): %v", e.step, e.op.K, e.op.S, e.err)
+}
+
+func (e *stepError) Unwrap() error { return e.err }
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() > 1<<20 {
+		l.b.Reset()
+	}
+	return l.b.Write(p)
+}
+
+func newModelRun(t testing.TB) *modelRun {
+	return &modelRun{t: t, files: map[string]*mfile{}, seenIDs: map[uint64]bool{}, logb: &lockedBuf{}}
+}
+
+func (r *modelRun) summary() string {
+	return fmt.Sprintf("%d steps, %d snapshots created (%d amid concurrent writes), %d rollbacks (%d refused busy), %d clones, %d expected errors, "+
+		"%d remounts, %d crashes (%d kept more than the last certain commit), %d full verifies, compact %d calls (%d unsupported) %d segments %d blocks moved",
+		r.step, r.snapsCreated, r.snapsMidWrites, r.rollbacks, r.busyRefused, r.clones, r.errChecks, r.remounts, r.crashes, r.crashLater,
+		r.fullVerifies, r.compactCalls, r.compactUnsupported, r.compactSegs, r.moved) + "; time " + r.timeSpent()
+}
+
+// timeSpent says where the time went (the run must stay fast under -race).
+func (r *modelRun) timeSpent() string {
+	var parts []string
+	for k, d := range r.spent {
+		if d > 0 {
+			parts = append(parts, fmt.Sprintf("%s %v", opKind(k), d.Round(time.Millisecond)))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (r *modelRun) logTail() string {
+	r.logb.mu.Lock()
+	defer r.logb.mu.Unlock()
+	s := r.logb.b.String()
+	if len(s) > 4000 {
+		s = "..." + s[len(s)-4000:]
+	}
+	return s
+}
+
+func (r *modelRun) open() error {
+	f, err := Open(r.opts)
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	r.f = f
+	return nil
+}
+
+// run executes ops from a fresh data dir; the first disagreement with the
+// model (or unexpected error) is returned as a *stepError.
+func (r *modelRun) run(ops []mop) (err error) {
+	dir, err := os.MkdirTemp(modelTempBase(), "vafs-model-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	r.dir = dir
+	if os.Getenv("VAFS_STORE") == "mem" {
+		r.store = blocks.NewMemStore()
+	} else {
+		st, err := cachessd.OpenDir(dir + "/segments")
+		if err != nil {
+			return err
+		}
+		r.store = st
+	}
+	segBlocks := uint32(64)
+	if v, err := strconv.ParseUint(os.Getenv("VAFS_SEGBLOCKS"), 10, 32); err == nil && v > 0 {
+		segBlocks = uint32(v)
+	}
+	r.opts = Options{DataDir: dir, Store: r.store, Logger: log.New(r.logb, "", 0),
+		CommitInterval: time.Hour, CompactInterval: -1, SegmentBlocks: segBlocks}
+	if r.background {
+		r.opts.CommitInterval, r.opts.CompactInterval = 3*time.Millisecond, 10*time.Millisecond
+	}
+	if err := r.open(); err != nil {
+		return err
+	}
+	defer func() {
+		r.bg.Stop()
+		if r.f != nil {
+			mCrash(r.f) // a failed run: release the data dir without committing
+		}
+	}()
+	a, err := r.f.Create(meta.RootIno, "f0", 0o644, 0, 0, 0)
+	if err != nil {
+		return fmt.Errorf("create f0: %w", err)
+	}
+	r.files["f0"] = &mfile{ino: a.Ino}
+	r.durable = []map[uint64]mdata{r.contents()}
+	if r.bg != nil {
+		r.bg.f = r.f
+		go r.bg.run(rand.New(rand.NewPCG(uint64(len(ops)), 99)))
+		defer r.bg.Stop()
+	}
+	for i, o := range ops {
+		r.step = i
+		if len(r.hist) >= 40 {
+			r.hist = r.hist[1:]
+		}
+		r.hist = append(r.hist, fmt.Sprintf("%5d %s %#x", i, o.K, o.S))
+		t0 := time.Now()
+		err := r.do(o)
+		r.spent[o.K] += time.Since(t0)
+		if err == nil && r.bg != nil {
+			err = r.syncReader()
+		}
+		if err == nil && r.background {
+			r.maybeCommitted()
+		}
+		if err != nil {
+			return &stepError{step: i, op: o, err: err, history: r.hist}
+		}
+	}
+	r.step = len(ops)
+	if err := r.verifyAll(true, true); err != nil {
+		return &stepError{step: len(ops) - 1, err: fmt.Errorf("final verify: %w", err), history: r.hist}
+	}
+	r.bg.Stop()
+	f := r.f
+	r.f = nil
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("final close: %w", err)
+	}
+	if err := r.check(); err != nil {
+		return &stepError{step: len(ops) - 1, err: fmt.Errorf("final check: %w", err), history: r.hist}
+	}
+	return nil
+}
+
+// modelTempBase is where run puts its data dir: VAFS_MODEL_DIR, else
+// /dev/shm when it has room (the run fsyncs on every commit point and
+// reopens Pebble often; on a disk that is most of its time, and a crash is
+// simulated in-process, so the medium changes nothing the test sees), else
+// the usual temp dir.
+func modelTempBase() string {
+	if d := os.Getenv("VAFS_MODEL_DIR"); d != "" {
+		return d
+	}
+	var st syscall.Statfs_t
+	if syscall.Statfs("/dev/shm", &st) == nil && st.Bavail*uint64(st.Bsize) > 2<<30 {
+		if d, err := os.MkdirTemp("/dev/shm", "probe-"); err == nil {
+			os.Remove(d)
+			return "/dev/shm"
+		}
+	}
+	return ""
+}
+
+// syncReader hands the concurrent reader the model's snapshots and files.
+func (r *modelRun) syncReader() error {
+	var snaps []bgSnap
+	var inos []uint64
+	for _, mf := range append(slices.Collect(maps.Values(r.files)), r.orphans...) {
+		inos = append(inos, mf.ino)
+		for _, s := range mf.snaps {
+			snaps = append(snaps, bgSnap{id: s.id, what: fmt.Sprintf("snapshot %s of ino %d (id %d)", s.name, mf.ino, s.id), d: s.d})
+		}
+	}
+	return r.bg.sync(snaps, inos)
+}
+
+// note adds detail to the current op's history line.
+func (r *modelRun) note(format string, args ...any) {
+	r.hist[len(r.hist)-1] += " " + fmt.Sprintf(format, args...)
+}
+
+// names lists the model's files, sorted, so picks are deterministic.
+func (r *modelRun) names() []string {
+	ns := make([]string, 0, len(r.files))
+	for n := range r.files {
+		ns = append(ns, n)
+	}
+	sort.Strings(ns)
+	return ns
+}
+
+func (r *modelRun) pick(rng *rand.Rand) (string, *mfile) {
+	ns := r.names()
+	if len(ns) == 0 {
+		return "", nil
+	}
+	n := ns[rng.IntN(len(ns))]
+	return n, r.files[n]
+}
+
+// contents is the model's current content of every file, by inode.
+func (r *modelRun) contents() map[uint64]mdata {
+	m := make(map[uint64]mdata, len(r.files))
+	for _, mf := range r.files {
+		m[mf.ino] = mf.d.clone()
+	}
+	return m
+}
+
+// committed: a certain commit point. maybeCommitted: an op that may or may
+// not have committed (a crash may return to either side of it).
+func (r *modelRun) committed()      { r.durable = []map[uint64]mdata{r.contents()} }
+func (r *modelRun) maybeCommitted() { r.durable = append(r.durable, r.contents()) }
+
+// expect checks that err is the sentinel want.
+func (r *modelRun) expect(err, want error, what string) error {
+	r.errChecks++
+	if !errors.Is(err, want) {
+		return fmt.Errorf("%s: got error %v, want %v", what, err, want)
+	}
+	return nil
+}
+
+func (r *modelRun) do(o mop) error {
+	rng := rand.New(rand.NewPCG(o.S, o.S^0x9e3779b97f4a7c15))
+	f := r.f
+	switch o.K {
+	case opCreate:
+		name := fmt.Sprintf("f%d", rng.IntN(mNames))
+		r.note("%s", name)
+		if r.files[name] != nil {
+			_, err := f.Create(meta.RootIno, name, 0o644, 0, 0, 0)
+			return r.expect(err, ErrExists, "create over an existing file")
+		}
+		if len(r.files) >= mMaxFiles {
+			return nil
+		}
+		a, err := f.Create(meta.RootIno, name, 0o644, 0, 0, 0)
+		if err != nil {
+			return fmt.Errorf("create %s: %w", name, err)
+		}
+		r.files[name] = &mfile{ino: a.Ino}
+		return r.readCheck(name, rng)
+
+	case opUnlink:
+		if rng.IntN(8) == 0 {
+			name := fmt.Sprintf("f%d", rng.IntN(mNames))
+			if r.files[name] == nil {
+				r.note("missing %s", name)
+				return r.expect(f.Unlink(meta.RootIno, name), ErrNotFound, "unlink of a missing name")
+			}
+		}
+		name, mf := r.pick(rng)
+		if mf == nil || len(r.files) == 1 {
+			return nil
+		}
+		r.note("%s (ino %d, %d snapshots)", name, mf.ino, len(mf.snaps))
+		open := rng.IntN(3) == 0 && len(r.orphans) < 2
+		if open { // unlinked while open: lives on until released
+			r.note("while open")
+			if _, err := f.Open(mf.ino, rng.IntN(2) == 0); err != nil {
+				return fmt.Errorf("open %s: %w", name, err)
+			}
+		}
+		if err := f.Unlink(meta.RootIno, name); err != nil {
+			return fmt.Errorf("unlink %s: %w", name, err)
+		}
+		delete(r.files, name)
+		if open {
+			r.orphans = append(r.orphans, mf)
+			return r.orphanCheck(mf)
+		}
+		return r.gone(name, mf)
+
+	case opRelease:
+		if len(r.orphans) == 0 {
+			return nil
+		}
+		i := rng.IntN(len(r.orphans))
+		mf := r.orphans[i]
+		r.note("ino %d", mf.ino)
+		if err := r.orphanCheck(mf); err != nil {
+			return err
+		}
+		// Open's write flag is not remembered: a write release of a read
+		// open only fails to decrement writers, which nothing here reads.
+		if err := f.Release(mf.ino, false); err != nil {
+			return fmt.Errorf("release of unlinked ino %d: %w", mf.ino, err)
+		}
+		r.orphans = slices.Delete(r.orphans, i, i+1)
+		return r.gone(fmt.Sprintf("released ino %d", mf.ino), mf)
+
+	case opRename:
+		src, mf := r.pick(rng)
+		dst := fmt.Sprintf("f%d", rng.IntN(mNames))
+		if dst == src {
+			return nil
+		}
+		target := r.files[dst]
+		flags := uint32(0)
+		switch rng.IntN(6) {
+		case 0:
+			flags = RenameNoReplace
+		case 1:
+			if target != nil {
+				flags = RenameExchange
+			}
+		}
+		r.note("%s -> %s flags %d (target exists: %v)", src, dst, flags, target != nil)
+		err := f.Rename(meta.RootIno, src, meta.RootIno, dst, flags)
+		if target != nil && flags == RenameNoReplace {
+			return r.expect(err, ErrExists, "rename NOREPLACE onto an existing name")
+		}
+		if err != nil {
+			return fmt.Errorf("rename %s -> %s flags %d: %w", src, dst, flags, err)
+		}
+		if flags == RenameExchange {
+			r.files[src], r.files[dst] = target, mf
+			if err := r.readCheck(src, rng); err != nil {
+				return err
+			}
+		} else {
+			delete(r.files, src)
+			r.files[dst] = mf
+		}
+		if err := r.readCheck(dst, rng); err != nil {
+			return err
+		}
+		if err := r.listCheck(dst, mf); err != nil {
+			return err
+		}
+		if target != nil && flags != RenameExchange {
+			return r.gone("replaced "+dst, target)
+		}
+		return nil
+
+	case opCopyRange:
+		sname, src := r.pick(rng)
+		dname, dst := r.pick(rng)
+		var soff, doff, n int64
+		switch rng.IntN(3) {
+		case 0: // whole blocks: shared, not copied
+			soff = BlockSize * rng.Int64N(src.d.size/BlockSize+2)
+			doff = BlockSize * rng.Int64N(mSpace/BlockSize)
+			n = BlockSize * (1 + rng.Int64N(128))
+		case 1: // the same misalignment: edges copied, middle shared
+			soff = rng.Int64N(src.d.size + BlockSize)
+			doff = BlockSize*rng.Int64N(mSpace/BlockSize) + soff%BlockSize
+			n = 1 + rng.Int64N(512<<10)
+		default:
+			soff, doff, n = rng.Int64N(src.d.size+BlockSize), rng.Int64N(mSpace), 1+rng.Int64N(256<<10)
+		}
+		if src == dst && soff < doff+n && doff < soff+n {
+			return nil // copy_file_range refuses overlapping ranges of one file
+		}
+		want := max(0, min(n, src.d.size-soff))
+		r.note("%s [%d, +%d) -> %s at %d (copies %d)", sname, soff, n, dname, doff, want)
+		k, err := f.CopyRange(src.ino, uint64(soff), dst.ino, uint64(doff), uint64(n))
+		if err != nil || k != uint64(want) {
+			return fmt.Errorf("copy range %s [%d, +%d) -> %s at %d: %d, %v; want %d", sname, soff, n, dname, doff, k, err, want)
+		}
+		if want > 0 {
+			p := make([]byte, want)
+			src.d.read(p, soff)
+			dst.d.write(doff, p)
+		}
+		if r.background {
+			// A copy is several locked steps: a background commit may
+			// land between them. Only the end is a state a crash may
+			// return to.
+			if err := f.Fsync(dst.ino); err != nil {
+				return fmt.Errorf("fsync: %w", err)
+			}
+			r.committed()
+		}
+		return r.readCheck(dname, rng)
+
+	case opWrite:
+		name, mf := r.pick(rng)
+		if mf == nil {
+			return nil
+		}
+		var off, n int64
+		switch m := rng.IntN(40); {
+		case m < 22: // small, mostly unaligned, sometimes appending, sometimes far
+			off = rng.Int64N(mSpace)
+			switch rng.IntN(8) {
+			case 0, 1:
+				off = max(0, mf.d.size-rng.Int64N(2*BlockSize))
+			case 2:
+				off = rng.Int64N(mFar) // past the first leaf: a taller tree
+			}
+			n = 1 + rng.Int64N(3*BlockSize)
+		case m < 30: // aligned
+			off = BlockSize * rng.Int64N(mSpace/BlockSize)
+			n = BlockSize * (1 + rng.Int64N(16))
+		case m < 36: // medium, unaligned
+			off = rng.Int64N(mSpace)
+			n = 1 + rng.Int64N(64<<10)
+		case m < 38: // large, unaligned
+			off = rng.Int64N(mSpace)
+			n = 128<<10 + rng.Int64N(512<<10)
+		default: // large, aligned
+			off = BlockSize * rng.Int64N(mSpace/BlockSize)
+			n = BlockSize * (32 + rng.Int64N(128))
+		}
+		r.note("%s [%d, +%d)", name, off, n)
+		if int64(cap(r.data)) < n {
+			r.data = make([]byte, max(n, 640<<10))
+		}
+		p := r.data[:n]
+		mFill(p, o.S)
+		if k, err := f.WriteAt(mf.ino, p, off); err != nil || k != len(p) {
+			return fmt.Errorf("write %s [%d, +%d): %d, %v", name, off, n, k, err)
+		}
+		mf.d.write(off, p)
+		return r.readCheck(name, rng)
+
+	case opPunch, opZero:
+		name, mf := r.pick(rng)
+		if mf == nil {
+			return nil
+		}
+		off := rng.Int64N(max(mf.d.size, 1) + BlockSize)
+		if rng.IntN(3) == 0 {
+			off = off / BlockSize * BlockSize
+		}
+		n := 1 + rng.Int64N(3*BlockSize)
+		if rng.IntN(2) == 0 {
+			n = 1 + rng.Int64N(256<<10)
+		}
+		mode := uint32(FallocPunchHole | FallocKeepSize)
+		if o.K == opZero {
+			mode = FallocZeroRange
+			if rng.IntN(2) == 0 {
+				mode |= FallocKeepSize
+			}
+		}
+		r.note("%s mode %#x [%d, +%d)", name, mode, off, n)
+		if err := f.Fallocate(mf.ino, mode, uint64(off), uint64(n)); err != nil {
+			return fmt.Errorf("fallocate %s mode %#x [%d, +%d): %w", name, mode, off, n, err)
+		}
+		if mode&FallocKeepSize == 0 && off+n > mf.d.size {
+			mf.d.resize(off + n)
+		}
+		mf.d.zero(off, n)
+		return r.readCheck(name, rng)
+
+	case opTruncate:
+		name, mf := r.pick(rng)
+		if mf == nil {
+			return nil
+		}
+		switch m := rng.IntN(10); {
+		case m < 7:
+			size := rng.Int64N(mSpace + 256<<10)
+			switch rng.IntN(8) {
+			case 2:
+				size = rng.Int64N(mFar)
+			case 0:
+				size = size / BlockSize * BlockSize
+			case 1:
+				size = max(0, mf.d.size+rng.Int64N(2*BlockSize)-BlockSize) // near the current size
+			}
+			r.note("%s to %d (from %d)", name, size, mf.d.size)
+			if err := f.Truncate(mf.ino, uint64(size)); err != nil {
+				return fmt.Errorf("truncate %s to %d: %w", name, size, err)
+			}
+			mf.d.resize(size)
+		default: // fallocate without punch: extends unless KEEP_SIZE, never changes data
+			off, n := rng.Int64N(mSpace), 1+rng.Int64N(256<<10)
+			mode := uint32(0)
+			if m == 9 {
+				mode = FallocKeepSize
+			}
+			r.note("%s fallocate mode %#x [%d, +%d)", name, mode, off, n)
+			if err := f.Fallocate(mf.ino, mode, uint64(off), uint64(n)); err != nil {
+				return fmt.Errorf("fallocate %s mode %#x [%d, +%d): %w", name, mode, off, n, err)
+			}
+			if mode == 0 && off+n > mf.d.size {
+				mf.d.resize(off + n)
+			}
+		}
+		return r.readCheck(name, rng)
+
+	case opSnapCreate:
+		name, mf := r.pick(rng)
+		if mf == nil {
+			return nil
+		}
+		sn := fmt.Sprintf("s%d", rng.IntN(mSnapNms))
+		r.note("%s@%s", name, sn)
+		if mf.snapIndex(sn) >= 0 {
+			_, err := f.SnapshotCreate(mf.ino, sn)
+			r.maybeCommitted()
+			return r.expect(err, ErrExists, "snapshot create of an existing name")
+		}
+		if len(mf.snaps) >= mMaxSnaps { // make room: delete the oldest first
+			old := mf.snaps[0]
+			r.note("(deleting %s first)", old.name)
+			if err := f.SnapshotDelete(mf.ino, old.name); err != nil {
+				return fmt.Errorf("snapshot delete %s@%s: %w", name, old.name, err)
+			}
+			r.dropSnap(mf, 0)
+			r.committed()
+		}
+		s, err := f.SnapshotCreate(mf.ino, sn)
+		if err != nil {
+			return fmt.Errorf("snapshot create %s@%s: %w", name, sn, err)
+		}
+		r.snapsCreated++
+		if s.Name != sn || s.Vol != mf.ino || s.Size != uint64(mf.d.size) || s.Created.IsZero() {
+			return fmt.Errorf("snapshot create %s@%s returned %+v; want name %s vol %d size %d and a creation time", name, sn, s, sn, mf.ino, mf.d.size)
+		}
+		if s.ID == 0 || r.seenIDs[s.ID] {
+			return fmt.Errorf("snapshot create %s@%s: id %d is zero or was used before", name, sn, s.ID)
+		}
+		r.seenIDs[s.ID] = true
+		mf.snaps = append(mf.snaps, msnap{name: sn, id: s.ID, d: mf.d.clone()})
+		r.committed()
+		if rng.IntN(3) == 0 {
+			if err := r.describeCheck(name, mf, true); err != nil {
+				return err
+			}
+		}
+		// Writing the file after the snapshot must not change it: the next
+		// write's read-back and the periodic verifies check that.
+		return r.snapCheck(name, mf, len(mf.snaps)-1, rng)
+
+	case opSnapDelete:
+		name, mf := r.pick(rng)
+		if mf == nil {
+			return nil
+		}
+		if len(mf.snaps) == 0 || rng.IntN(6) == 0 {
+			sn := fmt.Sprintf("s%d", rng.IntN(mSnapNms))
+			if mf.snapIndex(sn) < 0 {
+				r.note("missing %s@%s", name, sn)
+				err := f.SnapshotDelete(mf.ino, sn)
+				r.maybeCommitted()
+				return r.expect(err, ErrNotFound, "snapshot delete of a missing name")
+			}
+		}
+		if len(mf.snaps) == 0 {
+			return nil
+		}
+		i := rng.IntN(len(mf.snaps))
+		r.note("%s@%s", name, mf.snaps[i].name)
+		if err := f.SnapshotDelete(mf.ino, mf.snaps[i].name); err != nil {
+			return fmt.Errorf("snapshot delete %s@%s: %w", name, mf.snaps[i].name, err)
+		}
+		id := mf.snaps[i].id
+		r.dropSnap(mf, i)
+		r.committed()
+		if _, err := f.SnapshotByID(id); !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("deleted snapshot id %d: SnapshotByID gives %v, want ErrNotFound", id, err)
+		}
+		return r.listCheck(name, mf)
+
+	case opRollback:
+		name, mf := r.pick(rng)
+		if mf == nil {
+			return nil
+		}
+		if len(mf.snaps) == 0 || rng.IntN(8) == 0 {
+			sn := fmt.Sprintf("s%d", rng.IntN(mSnapNms))
+			if mf.snapIndex(sn) < 0 {
+				r.note("missing %s@%s", name, sn)
+				err := f.SnapshotRollback(mf.ino, sn, rng.IntN(2) == 0)
+				r.maybeCommitted()
+				if err := r.expect(err, ErrNotFound, "rollback to a missing snapshot"); err != nil {
+					return err
+				}
+				return r.readCheck(name, rng)
+			}
+		}
+		if len(mf.snaps) == 0 {
+			return nil
+		}
+		s := mf.snaps[rng.IntN(len(mf.snaps))]
+		r.note("%s to %s (size %d -> %d)", name, s.name, mf.d.size, s.d.size)
+		force := false
+		if rng.IntN(4) == 0 { // open for writing: refused unless forced
+			if _, err := f.Open(mf.ino, true); err != nil {
+				return fmt.Errorf("open %s: %w", name, err)
+			}
+			err := f.SnapshotRollback(mf.ino, s.name, false)
+			r.maybeCommitted()
+			if err := r.expect(err, ErrBusy, "rollback of a file open for writing"); err != nil {
+				return err
+			}
+			r.busyRefused++
+			if err := r.readCheck(name, rng); err != nil { // unchanged
+				return err
+			}
+			force = rng.IntN(2) == 0
+			if !force {
+				if err := f.Release(mf.ino, true); err != nil {
+					return fmt.Errorf("release %s: %w", name, err)
+				}
+			}
+		}
+		if err := f.SnapshotRollback(mf.ino, s.name, force); err != nil {
+			return fmt.Errorf("rollback %s to %s (force %v): %w", name, s.name, force, err)
+		}
+		if force {
+			if err := f.Release(mf.ino, true); err != nil {
+				return fmt.Errorf("release %s: %w", name, err)
+			}
+		}
+		r.rollbacks++
+		mf.d = s.d.clone()
+		r.committed()
+		if rng.IntN(3) == 0 {
+			if err := r.describeCheck(name, mf, true); err != nil {
+				return err
+			}
+		}
+		return r.readCheck(name, rng)
+
+	case opCloneFile, opCloneSnap:
+		dst := fmt.Sprintf("f%d", rng.IntN(mNames))
+		name, mf := r.pick(rng)
+		if mf == nil {
+			return nil
+		}
+		var src mdata
+		var clone func() (Attr, error)
+		if o.K == opCloneFile {
+			r.note("%s -> %s", name, dst)
+			src = mf.d
+			clone = func() (Attr, error) { return f.Clone(mf.ino, meta.RootIno, dst) }
+		} else {
+			if len(mf.snaps) == 0 {
+				return nil
+			}
+			s := mf.snaps[rng.IntN(len(mf.snaps))]
+			r.note("%s@%s (id %d) -> %s", name, s.name, s.id, dst)
+			src = s.d
+			clone = func() (Attr, error) { return f.CloneSnapshot(s.id, meta.RootIno, dst) }
+		}
+		if r.files[dst] != nil {
+			_, err := clone()
+			r.maybeCommitted()
+			if err := r.expect(err, ErrExists, "clone onto an existing name"); err != nil {
+				return err
+			}
+			return r.readCheck(dst, rng) // the existing file is untouched
+		}
+		if len(r.files) >= mMaxFiles {
+			return nil
+		}
+		a, err := clone()
+		if err != nil {
+			return fmt.Errorf("clone -> %s: %w", dst, err)
+		}
+		if a.Size != uint64(src.size) || !a.IsRegular() {
+			return fmt.Errorf("clone -> %s: attr size %d mode %o, want a regular file of %d", dst, a.Size, a.Mode, src.size)
+		}
+		for _, other := range r.files {
+			if other.ino == a.Ino {
+				return fmt.Errorf("clone -> %s: inode %d is already in use", dst, a.Ino)
+			}
+		}
+		r.clones++
+		r.files[dst] = &mfile{ino: a.Ino, d: src.clone()}
+		r.committed()
+		if rng.IntN(3) == 0 {
+			if err := r.describeCheck(dst, r.files[dst], true); err != nil {
+				return err
+			}
+			if err := r.describeCheck(name, mf, o.K == opCloneFile); err != nil {
+				return err
+			}
+		}
+		if err := r.readCheck(dst, rng); err != nil {
+			return err
+		}
+		return r.listCheck(dst, r.files[dst])
+
+	case opCompact:
+		st, err := f.Compact()
+		r.compactCalls++
+		if errors.Is(err, ErrNotSupported) {
+			r.compactUnsupported++
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("compact: %w", err)
+		}
+		r.note("%+v", st)
+		r.compactSegs += st.Segments
+		r.moved += st.Moved
+		r.maybeCommitted()
+		// Whatever moved must still read the same, in files and snapshots.
+		name, mf := r.pick(rng)
+		if err := r.fileCheck(name, mf); err != nil {
+			return err
+		}
+		if len(mf.snaps) > 0 {
+			return r.snapCheck(name, mf, rng.IntN(len(mf.snaps)), rng)
+		}
+		return nil
+
+	case opFsync:
+		_, mf := r.pick(rng)
+		if err := f.Fsync(mf.ino); err != nil {
+			return fmt.Errorf("fsync: %w", err)
+		}
+		r.committed()
+		return nil
+
+	case opRemount:
+		if r.bg != nil {
+			r.bg.mu.Lock()
+			defer func() { r.bg.f = r.f; r.bg.mu.Unlock() }()
+		}
+		r.f = nil
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("close: %w", err)
+		}
+		r.committed()
+		r.remounts++
+		if rng.IntN(5) == 0 {
+			if err := r.check(); err != nil {
+				return err
+			}
+		}
+		if err := r.open(); err != nil {
+			return err
+		}
+		if err := r.reclaimed(); err != nil {
+			return err
+		}
+		return r.verifyAll(false, true)
+
+	case opCrash:
+		if r.bg != nil {
+			r.bg.mu.Lock()
+			defer func() { r.bg.f = r.f; r.bg.mu.Unlock() }()
+		}
+		r.f = nil
+		mCrash(f)
+		r.crashes++
+		if rng.IntN(5) == 0 {
+			if err := r.check(); err != nil { // Check recovers the data dir itself
+				return fmt.Errorf("after the crash: %w", err)
+			}
+		}
+		if err := r.open(); err != nil {
+			return fmt.Errorf("after the crash: %w", err)
+		}
+		if err := r.afterCrash(); err != nil {
+			return err
+		}
+		if err := r.reclaimed(); err != nil {
+			return err
+		}
+		return r.verifyAll(false, false) // afterCrash read every file
+
+	case opVerify:
+		return r.verifyAll(true, true)
+
+	case opSnapWhileWriting:
+		return r.snapWhileWriting(o, rng)
+	}
+	return fmt.Errorf("unknown op %d", o.K)
+}
+
+// snapWhileWriting snapshots a file while another goroutine writes to it:
+// each snapshot must be the file as it was after some prefix of the writes
+// (the ones that returned before SnapshotCreate was called, and perhaps
+// those in flight), never a torn write. A snapshot is a commit: a crash
+// afterwards returns the file to the last snapshot's state.
+func (r *modelRun) snapWhileWriting(o mop, rng *rand.Rand) error {
+	f := r.f
+	name, mf := r.pick(rng)
+	for len(mf.snaps) > mMaxSnaps-2 {
+		if err := f.SnapshotDelete(mf.ino, mf.snaps[0].name); err != nil {
+			return fmt.Errorf("snapshot delete %s@%s: %w", name, mf.snaps[0].name, err)
+		}
+		r.dropSnap(mf, 0)
+		r.committed()
+	}
+	var free []string
+	for i := range mSnapNms {
+		if sn := fmt.Sprintf("s%d", i); mf.snapIndex(sn) < 0 {
+			free = append(free, sn)
+		}
+	}
+	nsnap := min(len(free), 1+rng.IntN(2))
+	nwrites := 20 + rng.IntN(40)
+	r.note("%s: %d snapshots during %d writes", name, nsnap, nwrites)
+
+	var mu sync.Mutex
+	states := []mdata{mf.d.clone()} // states[i]: after i writes
+	werr := make(chan error, 1)
+	go func() {
+		wr := rand.New(rand.NewPCG(o.S, 3))
+		d := mf.d.clone()
+		buf := make([]byte, 4*BlockSize)
+		for i := range nwrites {
+			off, n := wr.Int64N(mSpace), 1+wr.Int64N(4*BlockSize)
+			if wr.IntN(2) == 0 { // whole blocks: these take the volume lock shared
+				off, n = off/BlockSize*BlockSize, BlockSize*(1+wr.Int64N(4))
+			}
+			p := buf[:n]
+			mFill(p, o.S+uint64(i))
+			if k, err := f.WriteAt(mf.ino, p, off); err != nil || k != len(p) {
+				werr <- fmt.Errorf("concurrent write %d [%d, +%d): %d, %v", i, off, n, k, err)
+				return
+			}
+			d.write(off, p)
+			mu.Lock()
+			states = append(states, d.clone())
+			mu.Unlock()
+		}
+		werr <- nil
+	}()
+	type taken struct {
+		s      Snapshot
+		lo, hi int // states[lo..hi] may be what it froze
+	}
+	var snaps []taken
+	for i := range nsnap {
+		runtime.Gosched()
+		mu.Lock()
+		lo := len(states) - 1
+		mu.Unlock()
+		s, err := f.SnapshotCreate(mf.ino, free[i])
+		mu.Lock()
+		hi := len(states) // the write in flight, if any, may be in
+		mu.Unlock()
+		if err != nil {
+			<-werr
+			return fmt.Errorf("snapshot create %s@%s while writing: %w", name, free[i], err)
+		}
+		snaps = append(snaps, taken{s, lo, hi})
+	}
+	if err := <-werr; err != nil {
+		return err
+	}
+	last := -1
+	for _, t := range snaps {
+		r.snapsCreated++
+		if r.seenIDs[t.s.ID] {
+			return fmt.Errorf("snapshot %s: id %d was used before", t.s.Name, t.s.ID)
+		}
+		r.seenIDs[t.s.ID] = true
+		match := -1
+		for j := max(t.lo, last, 0); j <= min(t.hi, len(states)-1) && match < 0; j++ {
+			if uint64(states[j].size) != t.s.Size {
+				continue
+			}
+			err := r.sparseCheck("", states[j],
+				func(off uint64, whence int) (uint64, error) { return f.SnapshotLseek(t.s.ID, off, whence) },
+				func(p []byte, off int64) (int, error) { return f.ReadSnapshotAt(t.s.ID, p, off) })
+			if err == nil {
+				match = j
+			} else if !errors.Is(err, errMismatch) {
+				return fmt.Errorf("snapshot %s taken while writing: %w", t.s.Name, err)
+			}
+		}
+		if match < 0 {
+			return fmt.Errorf("snapshot %s of %s (size %d), taken after %d writes and before %d returned, is none of those states: a torn write, or writes out of order",
+				t.s.Name, name, t.s.Size, t.lo, t.hi)
+		}
+		r.note("(%s after %d writes, in [%d, %d])", t.s.Name, match, t.lo, t.hi)
+		if match > 0 && match < nwrites {
+			r.snapsMidWrites++
+		}
+		last = match
+		mf.snaps = append(mf.snaps, msnap{name: t.s.Name, id: t.s.ID, d: states[match]})
+	}
+	if last >= 0 { // the last snapshot committed the file as it froze it
+		mf.d = states[last].clone()
+		r.committed()
+	}
+	mf.d = states[len(states)-1].clone() // the file's model changes in place; the snapshots' must not
+	if r.background {
+		r.maybeCommitted()
+	}
+	if err := r.listCheck(name, mf); err != nil {
+		return err
+	}
+	return r.readCheck(name, rng)
+}
+
+// gone records that a file is deleted (unlinked, replaced by a rename,
+// released after an unlink) and checks that it and its snapshots are gone.
+func (r *modelRun) gone(what string, mf *mfile) error {
+	for _, s := range mf.snaps {
+		r.goneSnaps = append(r.goneSnaps, s.id)
+	}
+	if len(r.goneSnaps) > 64 {
+		r.goneSnaps = r.goneSnaps[len(r.goneSnaps)-64:]
+	}
+	if a, err := r.f.GetAttr(mf.ino); !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%s: ino %d still there (%+v, %v)", what, mf.ino, a, err)
+	}
+	for _, s := range mf.snaps {
+		if _, err := r.f.SnapshotByID(s.id); !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("%s: its snapshot %s (id %d): SnapshotByID gives %v, want ErrNotFound", what, s.name, s.id, err)
+		}
+	}
+	return nil
+}
+
+// orphanCheck reads a file unlinked while open: still all there.
+func (r *modelRun) orphanCheck(mf *mfile) error {
+	name := fmt.Sprintf("unlinked ino %d", mf.ino)
+	a, err := r.f.GetAttr(mf.ino)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if a.Size != uint64(mf.d.size) || a.Nlink != 0 {
+		return fmt.Errorf("%s: size %d nlink %d, model %d and 0", name, a.Size, a.Nlink, mf.d.size)
+	}
+	if err := r.fileCheck(name, mf); err != nil {
+		return err
+	}
+	return r.listCheck(name, mf)
+}
+
+// reclaimed: a remount or crash drops the files unlinked while open.
+func (r *modelRun) reclaimed() error {
+	for _, mf := range r.orphans {
+		if err := r.gone(fmt.Sprintf("unlinked ino %d after a remount", mf.ino), mf); err != nil {
+			return err
+		}
+	}
+	r.orphans = nil
+	return nil
+}
+
+// describeCheck compares Describe with what the model can tell: size,
+// snapshots, allocation between the blocks with data and the size, and
+// (unshared) that nothing is unique to the file, right after a snapshot,
+// clone or rollback shared all of it.
+func (r *modelRun) describeCheck(name string, mf *mfile, unshared bool) error {
+	d, err := r.f.Describe(mf.ino)
+	if err != nil {
+		return fmt.Errorf("describe %s: %w", name, err)
+	}
+	var names, want []string
+	for _, s := range d.Snapshots {
+		names = append(names, s.Name)
+	}
+	for _, s := range mf.snaps {
+		want = append(want, s.name)
+	}
+	roundUp := (uint64(mf.d.size) + BlockSize - 1) / BlockSize * BlockSize
+	switch {
+	case d.Ino != mf.ino || d.Size != uint64(mf.d.size) || !slices.Equal(names, want):
+		return fmt.Errorf("describe %s: ino %d size %d snapshots %v; model %d %d %v", name, d.Ino, d.Size, names, mf.ino, mf.d.size, want)
+	case d.Allocated > roundUp || d.Allocated < mf.d.dataBlocks()*BlockSize:
+		return fmt.Errorf("describe %s: allocated %d, but the model has %d blocks with data and a size of %d", name, d.Allocated, mf.d.dataBlocks(), mf.d.size)
+	case d.Unique > d.Allocated || d.Shared != d.Allocated-d.Unique:
+		return fmt.Errorf("describe %s: allocated %d unique %d shared %d", name, d.Allocated, d.Unique, d.Shared)
+	case unshared && d.Unique != 0:
+		return fmt.Errorf("describe %s: %d bytes unique right after a snapshot, clone or rollback shared all of them", name, d.Unique)
+	}
+	return nil
+}
+
+// usageCheck compares Usage with the model's counts and sums.
+func (r *modelRun) usageCheck() error {
+	u, err := r.f.Usage()
+	if err != nil {
+		return fmt.Errorf("usage: %w", err)
+	}
+	snaps := 0
+	var logical, snapLogical uint64
+	for _, mf := range append(slices.Collect(maps.Values(r.files)), r.orphans...) {
+		a, err := r.f.GetAttr(mf.ino)
+		if err != nil {
+			return fmt.Errorf("getattr ino %d: %w", mf.ino, err)
+		}
+		logical += a.Blocks * 512
+		list, err := r.f.Snapshots(mf.ino)
+		if err != nil {
+			return fmt.Errorf("snapshots of ino %d: %w", mf.ino, err)
+		}
+		for _, s := range list {
+			snapLogical += s.Blocks * BlockSize
+		}
+		snaps += len(mf.snaps)
+	}
+	switch {
+	case u.Files != len(r.files)+len(r.orphans) || u.Snapshots != snaps:
+		return fmt.Errorf("usage: %d files %d snapshots; model %d (%d of them unlinked while open) and %d", u.Files, u.Snapshots, len(r.files)+len(r.orphans), len(r.orphans), snaps)
+	case u.Logical != logical || u.SnapshotLogical != snapLogical:
+		return fmt.Errorf("usage: logical %d snapshot logical %d; the files' and snapshots' blocks add up to %d and %d", u.Logical, u.SnapshotLogical, logical, snapLogical)
+	case u.Physical > u.Logical+u.SnapshotLogical || u.Saved != u.Logical+u.SnapshotLogical-u.Physical || u.Stored < u.Physical:
+		return fmt.Errorf("usage: logical %d + snapshots %d, physical %d, saved %d, stored %d do not add up", u.Logical, u.SnapshotLogical, u.Physical, u.Saved, u.Stored)
+	}
+	return nil
+}
+
+func (mf *mfile) snapIndex(name string) int {
+	return slices.IndexFunc(mf.snaps, func(s msnap) bool { return s.name == name })
+}
+
+func (r *modelRun) dropSnap(mf *mfile, i int) {
+	r.goneSnaps = append(r.goneSnaps, mf.snaps[i].id)
+	mf.snaps = slices.Delete(mf.snaps, i, i+1)
+}
+
+// afterCrash finds the newest state a crash may have returned to that the
+// files agree with, and makes it the model. Namespace changes (create,
+// unlink) are not undone: they are in Pebble's log when they return and
+// the simulated crash is a process kill, not a power loss.
+func (r *modelRun) afterCrash() error {
+	sizes := map[uint64]uint64{}
+	for _, mf := range r.files {
+		a, err := r.f.GetAttr(mf.ino)
+		if err != nil {
+			return fmt.Errorf("after the crash: ino %d: %w", mf.ino, err)
+		}
+		sizes[mf.ino] = a.Size
+	}
+	var why []string
+	for i := len(r.durable) - 1; i >= 0; i-- {
+		c := r.durable[i]
+		bad := ""
+		for _, mf := range r.files {
+			if sizes[mf.ino] != uint64(c[mf.ino].size) {
+				bad = fmt.Sprintf("ino %d: size %d, model %d", mf.ino, sizes[mf.ino], c[mf.ino].size)
+				break
+			}
+		}
+		for _, name := range r.names() {
+			if bad != "" {
+				break
+			}
+			mf := r.files[name]
+			want := c[mf.ino] // absent: created after the commit, empty
+			a, err := r.f.GetAttr(mf.ino)
+			if err != nil {
+				return fmt.Errorf("after the crash: %s (ino %d): %w", name, mf.ino, err)
+			}
+			if a.Size != uint64(want.size) {
+				bad = fmt.Sprintf("%s: size %d, model %d", name, a.Size, want.size)
+				break
+			}
+			if err := r.sparseCheck(name, want,
+				func(off uint64, whence int) (uint64, error) { return r.f.Lseek(mf.ino, off, whence) },
+				func(p []byte, off int64) (int, error) { return r.f.ReadAt(mf.ino, p, off) }); err != nil {
+				if !errors.Is(err, errMismatch) {
+					return fmt.Errorf("after the crash: %w", err)
+				}
+				bad = err.Error()
+				break
+			}
+		}
+		if bad == "" {
+			r.note("(state %d of %d)", i+1, len(r.durable))
+			if i > 0 {
+				r.crashLater++
+			}
+			for _, mf := range r.files {
+				mf.d = c[mf.ino].clone()
+			}
+			r.committed()
+			return nil
+		}
+		if len(why) < 4 {
+			why = append(why, fmt.Sprintf("commit point %d: %s", i+1, bad))
+		}
+	}
+	return fmt.Errorf("after the crash no file set matches any of the %d states it may return to (newest first):\n  %s",
+		len(r.durable), strings.Join(why, "\n  "))
+}
+
+// check closes nothing: the data dir must not be open. It runs Check and
+// requires no problem.
+func (r *modelRun) check() error {
+	rep, err := Check(r.opts)
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	if len(rep.Problems) > 0 || rep.CorruptBlocks > 0 || rep.MissingObjects > 0 {
+		return fmt.Errorf("check: %d corrupt blocks, %d missing objects, problems:\n  %s",
+			rep.CorruptBlocks, rep.MissingObjects, strings.Join(rep.Problems, "\n  "))
+	}
+	return nil
+}
+
+// readCheck reads a random range of a file (sometimes all of it, sometimes
+// across the end) and compares it and the size with the model.
+func (r *modelRun) readCheck(name string, rng *rand.Rand) error {
+	mf := r.files[name]
+	a, err := r.f.GetAttr(mf.ino)
+	if err != nil {
+		return fmt.Errorf("getattr %s: %w", name, err)
+	}
+	if a.Size != uint64(mf.d.size) {
+		return fmt.Errorf("%s: size %d, model %d", name, a.Size, mf.d.size)
+	}
+	if rng.IntN(40) == 0 {
+		return r.fileCheck(name, mf)
+	}
+	off := rng.Int64N(mf.d.size + BlockSize)
+	n := 1 + rng.Int64N(16<<10)
+	return r.rangeCheck(name, mf.d, off, n, func(p []byte, off int64) (int, error) { return r.f.ReadAt(mf.ino, p, off) })
+}
+
+func (r *modelRun) rangeCheck(what string, d mdata, off, n int64, read func([]byte, int64) (int, error)) error {
+	// Reads go in chunks of at most 256 KiB into reused buffers: large
+	// allocations are what costs most under -race.
+	const chunk = 256 << 10
+	if len(r.got) < chunk {
+		r.got, r.want = make([]byte, chunk), make([]byte, chunk)
+	}
+	for done := int64(0); done < n; {
+		k := min(n-done, chunk)
+		if k > BlockSize && (off+done+k)%BlockSize != 0 && n-done > chunk {
+			k -= (off + done + k) % BlockSize // keep later chunks aligned
+		}
+		pos := off + done
+		got, err := read(r.got[:k], pos)
+		if err != nil {
+			return fmt.Errorf("read %s [%d, +%d): %w", what, pos, k, err)
+		}
+		want := d.read(r.want[:k], pos)
+		if !mSame(r.got[:got], r.want[:want]) {
+			return fmt.Errorf("%w: %s: %s", errMismatch, what, mDiff(r.got[:got], r.want[:want], pos))
+		}
+		if want < int(k) {
+			return nil // the end of the content
+		}
+		done += k
+	}
+	return nil
+}
+
+var errMismatch = errors.New("differs from the model")
+
+// fileCheck reads a whole file (and a block past its end).
+func (r *modelRun) fileCheck(name string, mf *mfile) error {
+	return r.sparseCheck(name, mf.d,
+		func(off uint64, whence int) (uint64, error) { return r.f.Lseek(mf.ino, off, whence) },
+		func(p []byte, off int64) (int, error) { return r.f.ReadAt(mf.ino, p, off) })
+}
+
+// sparseCheck compares all of something with the model, reading only what
+// SEEK_DATA finds (files reach 8 MiB, mostly holes): the holes between
+// must be zeros in the model, the data must read as the model's, and the
+// read past the end must be empty.
+func (r *modelRun) sparseCheck(what string, d mdata, seek func(uint64, int) (uint64, error), read func([]byte, int64) (int, error)) error {
+	for pos := int64(0); pos < d.size; {
+		data, err := seek(uint64(pos), SeekData)
+		if errors.Is(err, ErrNoData) {
+			data = uint64(d.size)
+		} else if err != nil {
+			return fmt.Errorf("%s: SEEK_DATA from %d: %w", what, pos, err)
+		}
+		if data < uint64(pos) || data > uint64(d.size) {
+			return fmt.Errorf("%s: SEEK_DATA from %d gives %d (size %d)", what, pos, data, d.size)
+		}
+		if x := d.firstData(pos, int64(data)); x >= 0 {
+			return fmt.Errorf("%w: %s: SEEK_DATA from %d skips to %d, but the model has data at %d", errMismatch, what, pos, data, x)
+		}
+		if int64(data) >= d.size {
+			break
+		}
+		hole, err := seek(data, SeekHole)
+		if err != nil || hole <= data || hole > uint64(d.size) {
+			return fmt.Errorf("%s: SEEK_HOLE from %d gives %d, %v (size %d)", what, data, hole, err, d.size)
+		}
+		if err := r.rangeCheck(what, d, int64(data), int64(hole-data), read); err != nil {
+			return err
+		}
+		pos = int64(hole)
+	}
+	return r.rangeCheck(what, d, d.size, BlockSize, read)
+}
+
+// snapCheck reads one snapshot whole (and past its end), or with rng
+// mostly a random range of it (whole reads are what costs under -race).
+func (r *modelRun) snapCheck(name string, mf *mfile, i int, rng *rand.Rand) error {
+	s := mf.snaps[i]
+	what := fmt.Sprintf("%s@%s (id %d)", name, s.name, s.id)
+	if rng != nil && rng.IntN(4) != 0 { // a random unaligned range
+		off := rng.Int64N(s.d.size + BlockSize)
+		return r.rangeCheck(what, s.d, off, 1+rng.Int64N(64<<10), func(p []byte, off int64) (int, error) { return r.f.ReadSnapshotAt(s.id, p, off) })
+	}
+	return r.sparseCheck(what, s.d,
+		func(off uint64, whence int) (uint64, error) { return r.f.SnapshotLseek(s.id, off, whence) },
+		func(p []byte, off int64) (int, error) { return r.f.ReadSnapshotAt(s.id, p, off) })
+}
+
+// listCheck compares a file's snapshot list with the model's.
+func (r *modelRun) listCheck(name string, mf *mfile) error {
+	got, err := r.f.Snapshots(mf.ino)
+	if err != nil {
+		return fmt.Errorf("snapshots of %s: %w", name, err)
+	}
+	var g, w []string
+	for _, s := range got {
+		g = append(g, fmt.Sprintf("%s/%d/%d/vol%d", s.Name, s.ID, s.Size, s.Vol))
+	}
+	for _, s := range mf.snaps {
+		w = append(w, fmt.Sprintf("%s/%d/%d/vol%d", s.name, s.id, s.d.size, mf.ino))
+	}
+	if !slices.Equal(g, w) {
+		return fmt.Errorf("snapshots of %s (name/id/size/vol, oldest first): %v, model %v", name, g, w)
+	}
+	for i, s := range got {
+		if d := mf.snaps[i].d; s.Blocks*BlockSize > uint64(d.size)+BlockSize-1 {
+			return fmt.Errorf("snapshot %s of %s maps %d blocks, more than its size %d holds", s.Name, name, s.Blocks, d.size)
+		}
+		byID, err := r.f.SnapshotByID(s.ID)
+		if err != nil || byID.Name != s.Name || byID.Vol != s.Vol {
+			return fmt.Errorf("SnapshotByID(%d) = %+v, %v; want %s of %d", s.ID, byID, err, s.Name, s.Vol)
+		}
+	}
+	return nil
+}
+
+// verifyAll compares the namespace, every file's size and snapshot list,
+// (files=true) every file's content and (all=true) every snapshot's
+// content with the model; otherwise one random snapshot per file.
+func (r *modelRun) verifyAll(all, files bool) error {
+	if all {
+		r.fullVerifies++
+	}
+	ents, err := r.f.ReadDir(meta.RootIno)
+	if err != nil {
+		return fmt.Errorf("readdir: %w", err)
+	}
+	var g, w []string
+	for _, e := range ents {
+		g = append(g, fmt.Sprintf("%s:%d", e.Name, e.Ino))
+	}
+	for _, n := range r.names() {
+		w = append(w, fmt.Sprintf("%s:%d", n, r.files[n].ino))
+	}
+	sort.Strings(g)
+	if !slices.Equal(g, w) {
+		return fmt.Errorf("root lists %v, model %v", g, w)
+	}
+	rng := rand.New(rand.NewPCG(uint64(r.step), 7))
+	for _, name := range r.names() {
+		mf := r.files[name]
+		a, err := r.f.GetAttr(mf.ino)
+		if err != nil {
+			return fmt.Errorf("getattr %s: %w", name, err)
+		}
+		if a.Size != uint64(mf.d.size) {
+			return fmt.Errorf("%s: size %d, model %d", name, a.Size, mf.d.size)
+		}
+		if files {
+			if err := r.fileCheck(name, mf); err != nil {
+				return err
+			}
+		}
+		if err := r.listCheck(name, mf); err != nil {
+			return err
+		}
+		for i := range mf.snaps {
+			if all || i == rng.IntN(len(mf.snaps)) {
+				if err := r.snapCheck(name, mf, i, nil); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for _, mf := range r.orphans {
+		if err := r.orphanCheck(mf); err != nil {
+			return err
+		}
+	}
+	if all {
+		for _, name := range r.names() {
+			if err := r.describeCheck(name, r.files[name], false); err != nil {
+				return err
+			}
+		}
+		if err := r.usageCheck(); err != nil {
+			return err
+		}
+	}
+	for _, id := range r.goneSnaps {
+		if s, err := r.f.SnapshotByID(id); !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("deleted snapshot id %d: SnapshotByID gives %+v, %v; want ErrNotFound", id, s, err)
+		}
+	}
+	return nil
+}
