@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/vafs/vafs/blocks"
-	"github.com/vafs/vafs/cachessd"
 	"github.com/vafs/vafs/meta"
 )
 
@@ -46,7 +45,6 @@ import (
 //	VAFS_SEED=n        replay a run (the seed is logged; the op sequence is
 //	                   a function of it, the timing of concurrent parts is not)
 //	VAFS_OPS=n         length of the run (default 10000)
-//	VAFS_STORE=mem     segments in memory instead of a cachessd directory
 //	VAFS_SEGBLOCKS=n   records per segment (default 64: segments seal often)
 //	VAFS_READER=0      no concurrent reader (then only opSnapWhileWriting
 //	                   is not deterministic)
@@ -269,15 +267,9 @@ func (r *modelRun) run(ops []mop) (err error) {
 	}
 	defer os.RemoveAll(dir)
 	r.dir = dir
-	if os.Getenv("VAFS_STORE") == "mem" {
-		r.store = blocks.NewMemStore()
-	} else {
-		st, err := cachessd.OpenDir(dir + "/segments")
-		if err != nil {
-			return err
-		}
-		r.store = st
-	}
+	// Segments in memory: fs must not import cachessd, even in tests
+	// (imports_test.go); the integration suite runs the real store.
+	r.store = blocks.NewMemStore()
 	segBlocks := uint32(64)
 	if v, err := strconv.ParseUint(os.Getenv("VAFS_SEGBLOCKS"), 10, 32); err == nil && v > 0 {
 		segBlocks = uint32(v)
