@@ -279,3 +279,18 @@ func TestSnapshotLseek(t *testing.T) {
 		t.Fatalf("SEEK_DATA in head: %d %v", off, err)
 	}
 }
+
+// TestCopyRangeRefusesOverlap: like copy_file_range(2), overlapping ranges
+// of one file are EINVAL, never a half-overwritten copy.
+func TestCopyRangeRefusesOverlap(t *testing.T) {
+	f := openTest(t, t.TempDir(), blocks.NewMemStore())
+	defer f.Close()
+	ino := create(t, f, "a")
+	mustWrite(t, f, ino, fill(1, 4*BlockSize), 0)
+	if _, err := f.CopyRange(ino, 0, ino, BlockSize, 2*BlockSize); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("overlapping copy: %v", err)
+	}
+	if n, err := f.CopyRange(ino, 0, ino, 4*BlockSize, 4*BlockSize); err != nil || n != 4*BlockSize {
+		t.Fatalf("adjacent copy: %d %v", n, err)
+	}
+}

@@ -408,7 +408,9 @@ func (f *FS) CopyRange(src uint64, srcOff uint64, dst uint64, dstOff uint64, n u
 		return 0, ErrTooBig
 	}
 	if src == dst && srcOff < dstOff+n && dstOff < srcOff+n {
-		return f.copyBytes(src, srcOff, dst, dstOff, n) // overlapping: plain copy
+		// As copy_file_range(2): overlapping ranges of one file are
+		// refused (a chunked forward copy would read what it just wrote).
+		return 0, fmt.Errorf("%w: overlapping copy within one file", ErrInvalid)
 	}
 	// Unaligned head and tail are copied; the aligned middle is shared.
 	if srcOff%BlockSize != dstOff%BlockSize || n < 2*BlockSize {
