@@ -402,7 +402,8 @@ func (m *Mount) Kill() {
 	select {
 	case <-m.done:
 	case <-time.After(30 * time.Second):
-		m.t.Fatalf("vafs mount %s did not die within 30s of SIGKILL", m.Dir)
+		abortFuse(m.t, m.Dir)
+		m.t.Fatalf("vafs mount %s did not die within 30s of SIGKILL (connection aborted)", m.Dir)
 	}
 	m.t.Cleanup(func() {
 		// In case the test failed before cleaning up the dead mount.
@@ -526,9 +527,54 @@ func killDuringStart(t testing.TB, data, mnt string, d time.Duration) string {
 	}
 	time.Sleep(d)
 	cmd.Process.Kill()
-	cmd.Wait()
+	waited := make(chan struct{})
+	go func() { cmd.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(30 * time.Second):
+		// A process killed while waiting on a request to its own mount can
+		// never finish dying: abort the connection so the run goes on.
+		abortFuse(t, mnt)
+		<-waited
+		t.Fatalf("vafs mount %s did not die within 30s of SIGKILL (stuck on a request to its own mount; connection aborted)\n%s", mnt, out.String())
+	}
 	if isMounted(mnt) {
 		detachDead(t, mnt)
 	}
 	return out.String()
+}
+
+// abortFuse aborts the FUSE connection of mount point mp through fusectl
+// (mounting it if needed), failing every request in flight, as an operator
+// would with `echo 1 > /sys/fs/fuse/connections/N/abort`.
+func abortFuse(t testing.TB, mp string) {
+	t.Helper()
+	e := mountInfoEntry(mp)
+	if e == "" {
+		t.Logf("abort %s: not in /proc/self/mountinfo", mp)
+		return
+	}
+	minor := e[strings.IndexByte(e, ':')+1:]
+	const ctl = "/sys/fs/fuse/connections"
+	if _, err := os.Stat(ctl + "/" + minor); err != nil {
+		syscall.Mount("fusectl", ctl, "fusectl", 0, "")
+	}
+	if err := os.WriteFile(ctl+"/"+minor+"/abort", []byte("1"), 0); err != nil {
+		t.Logf("abort %s (connection %s): %v", mp, minor, err)
+	}
+}
+
+// mountInfoEntry returns the major:minor of mount point mp, or "".
+func mountInfoEntry(mp string) string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && unescapeMount(f[4]) == mp {
+			return f[2]
+		}
+	}
+	return ""
 }

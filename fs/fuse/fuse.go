@@ -94,11 +94,16 @@ func Mount(f *vfs.FS, mnt string, o Options) (*gofuse.Server, error) {
 	f.SetInvalidate(invalidator(func(ino uint64) syscall.Errno {
 		return syscall.Errno(srv.InodeNotify(ino, 0, -1))
 	}, o.Logger))
+	// No srv.WaitMount(): NewServer has already mounted and answered the
+	// kernel's INIT, and all WaitMount adds is go-fuse's "poll hack", a
+	// poll(2) by this process on a file of its own mount. A SIGKILL that
+	// lands while that poll waits leaves the dying process stuck for good
+	// in uninterruptible sleep: the request has gone to userspace, and the
+	// only thread that could answer it is gone (seen in the integration
+	// suite's kill-during-start test, where it hung the whole run). The hack
+	// protects servers that open files on their own mount through Go's
+	// netpoller; the vafs process never does.
 	go srv.Serve()
-	if err := srv.WaitMount(); err != nil {
-		srv.Unmount()
-		return nil, fmt.Errorf("fuse: mount %s: %w", mnt, err)
-	}
 	return srv, nil
 }
 
