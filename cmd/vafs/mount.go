@@ -79,7 +79,7 @@ func runMount(c *cli.Context) error {
 		return fail(err)
 	}
 	srv, err := fuse.Mount(f, mnt, fuse.Options{FsName: data, Debug: c.Bool("debug"), WritebackCache: c.Bool("writeback-cache"),
-		AllowOther: os.Geteuid() == 0, Logger: lg})
+		AllowOther: os.Geteuid() == 0, Logger: lg, NoPollHack: true})
 	if err != nil {
 		f.Close()
 		return fail(err)

@@ -22,6 +22,17 @@ type Options struct {
 	WritebackCache bool // kernel write-back caching (CAP_WRITEBACK_CACHE)
 	AllowOther     bool
 	Logger         *log.Logger
+	// NoPollHack skips go-fuse's WaitMount. NewServer has already mounted
+	// and answered the kernel's INIT; all WaitMount adds is the "poll
+	// hack", a poll(2) by this process on a file of its own mount, which
+	// a process that also opens files on its mount (the in-process tests)
+	// needs so Go's netpoller never polls its own mount later. But a
+	// SIGKILL landing while that poll waits leaves the dying process stuck
+	// for good in uninterruptible sleep: the request has gone to userspace
+	// and the threads that could answer it are gone (it hung the
+	// integration suite's kill-during-start test). `vafs mount` never
+	// opens files on its own mount, so it sets this.
+	NoPollHack bool
 }
 
 const ttl = time.Second
@@ -94,16 +105,14 @@ func Mount(f *vfs.FS, mnt string, o Options) (*gofuse.Server, error) {
 	f.SetInvalidate(invalidator(func(ino uint64) syscall.Errno {
 		return syscall.Errno(srv.InodeNotify(ino, 0, -1))
 	}, o.Logger))
-	// No srv.WaitMount(): NewServer has already mounted and answered the
-	// kernel's INIT, and all WaitMount adds is go-fuse's "poll hack", a
-	// poll(2) by this process on a file of its own mount. A SIGKILL that
-	// lands while that poll waits leaves the dying process stuck for good
-	// in uninterruptible sleep: the request has gone to userspace, and the
-	// only thread that could answer it is gone (seen in the integration
-	// suite's kill-during-start test, where it hung the whole run). The hack
-	// protects servers that open files on their own mount through Go's
-	// netpoller; the vafs process never does.
 	go srv.Serve()
+	if o.NoPollHack {
+		return srv, nil
+	}
+	if err := srv.WaitMount(); err != nil {
+		srv.Unmount()
+		return nil, fmt.Errorf("fuse: mount %s: %w", mnt, err)
+	}
 	return srv, nil
 }
 
