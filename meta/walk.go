@@ -138,10 +138,7 @@ func (t *Trees) WalkMapped(h Head, fn func(Mapping)) error {
 
 func (t *Trees) visitMapped(id uint64, level int, base uint64, fn func(Mapping)) error {
 	t.mu.Lock()
-	n, err := t.load(id)
-	if err == nil && int(n.level) != level {
-		err = fmt.Errorf("%w: node %d has level %d, expected %d", ErrCorrupt, id, n.level, level)
-	}
+	n, err := t.loadAt(id, level)
 	if err != nil {
 		t.mu.Unlock()
 		return err
@@ -168,6 +165,15 @@ func (t *Trees) visitMapped(id uint64, level int, base uint64, fn func(Mapping))
 	return nil
 }
 
+// loadAt loads node id, which its parent puts at level. Caller holds t.mu.
+func (t *Trees) loadAt(id uint64, level int) (*node, error) {
+	n, err := t.load(id)
+	if err == nil && int(n.level) != level {
+		err = fmt.Errorf("%w: node %d has level %d, expected %d", ErrCorrupt, id, n.level, level)
+	}
+	return n, err
+}
+
 // visit calls leaf for every leaf below id that seen does not hold yet
 // (marking every node it enters), with the tree lock held: leaf must not
 // call back into t.
@@ -177,10 +183,7 @@ func (t *Trees) visit(id uint64, level int, seen map[uint64]bool, leaf func(id u
 	}
 	seen[id] = true
 	t.mu.Lock()
-	n, err := t.load(id)
-	if err == nil && int(n.level) != level {
-		err = fmt.Errorf("%w: node %d has level %d, expected %d", ErrCorrupt, id, n.level, level)
-	}
+	n, err := t.loadAt(id, level)
 	if err != nil {
 		t.mu.Unlock()
 		return err
