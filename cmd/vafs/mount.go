@@ -78,6 +78,12 @@ func runMount(c *cli.Context) error {
 	if err != nil {
 		return fail(err)
 	}
+	// Catch SIGINT/SIGTERM before the mount exists: one that arrived
+	// between the mount and a later signal.Notify would kill the process
+	// with the default action and leave the mount behind. A signal caught
+	// before the loop below starts waits in the channel.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	srv, err := fuse.Mount(f, mnt, fuse.Options{FsName: data, Debug: c.Bool("debug"), WritebackCache: c.Bool("writeback-cache"),
 		AllowOther: os.Geteuid() == 0, Logger: lg, NoPollHack: true})
 	if err != nil {
@@ -96,8 +102,6 @@ func runMount(c *cli.Context) error {
 		fmt.Fprintln(ready, "ok")
 		ready.Close()
 	}
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		for s := range sigs {
 			lg.Printf("%v: unmounting %s", s, mnt)
