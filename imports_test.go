@@ -32,7 +32,7 @@ func TestForbiddenImports(t *testing.T) {
 		pkg, imports := strings.TrimPrefix(f[0], mod), f[1:]
 		checked++
 		for _, imp := range imports {
-			if strings.HasPrefix(imp, mod+"cmd") {
+			if strings.HasPrefix(imp, mod+"cmd") && !strings.HasPrefix(pkg, "cmd/") {
 				t.Errorf("%s imports %s: nothing imports cmd", pkg, imp)
 			}
 			if strings.HasPrefix(imp, "github.com/hanwen/go-fuse") && pkg != "fs/fuse" && pkg != "integration" {
@@ -51,5 +51,44 @@ func TestForbiddenImports(t *testing.T) {
 	}
 	if checked < 6 {
 		t.Fatalf("only %d packages listed", checked)
+	}
+}
+
+// TestThinClientDeps keeps cmd/vafs thin: every package it links runs its
+// initialisation at each start, and `vafs clone` must start in a few
+// milliseconds (a clone is a millisecond of work in the mount). It may
+// link the standard library, urfave/cli, msgpack, the control socket's
+// client and the shared command definitions; anything that opens a data
+// dir or mounts (Pebble, go-fuse, prometheus, fs, meta, blocks, cachessd,
+// the fs/control server) belongs to the engine, cmd/vafsd.
+func TestThinClientDeps(t *testing.T) {
+	const mod = "github.com/vafs/vafs/"
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}} {{.Standard}}", "./cmd/vafs").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	allowed := []string{
+		mod + "cmd/vafs", mod + "cmd/internal/", mod + "fs/control/wire",
+		"github.com/urfave/cli/v2", "github.com/xrash/smetrics", // and, without -tags urfave_cli_no_docs:
+		"github.com/cpuguy83/go-md2man/", "github.com/russross/blackfriday/",
+		"github.com/vmihailenco/msgpack/", "github.com/vmihailenco/tagparser/",
+	}
+	sawWire := false
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 || f[1] == "true" || strings.HasPrefix(f[0], "vendor/") {
+			continue
+		}
+		sawWire = sawWire || f[0] == mod+"fs/control/wire"
+		ok := false
+		for _, a := range allowed {
+			ok = ok || f[0] == a || (strings.HasSuffix(a, "/") && strings.HasPrefix(f[0], a))
+		}
+		if !ok {
+			t.Errorf("cmd/vafs links %s: the thin client must not (engine code goes in cmd/vafsd)", f[0])
+		}
+	}
+	if !sawWire {
+		t.Fatalf("go list -deps ./cmd/vafs does not list fs/control/wire:\n%s", out)
 	}
 }

@@ -2,9 +2,10 @@ package main
 
 import (
 	"fmt"
-	"github.com/vafs/vafs/fs/control"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/vafs/vafs/fs/control/wire"
 )
 
 func compactCmd() *cli.Command {
@@ -22,7 +23,7 @@ func runCompact(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return onMount(a[0], fmt.Sprintf("compact %s", a[0]), func(at onVafs, cl *control.Client) error {
+	return onMount(a[0], fmt.Sprintf("compact %s", a[0]), func(at onVafs, cl *wire.Client) error {
 		st, err := cl.Compact()
 		if err != nil {
 			return err

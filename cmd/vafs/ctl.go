@@ -12,7 +12,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/vafs/vafs/fs/control"
+	"github.com/vafs/vafs/cmd/internal/vafscli"
+	"github.com/vafs/vafs/fs/control/wire"
 )
 
 // Helpers shared by the commands that talk to a running mount through its
@@ -56,7 +57,7 @@ func parseMountinfo(r io.Reader) ([]mountEntry, error) {
 		if sep < 0 || sep+2 >= len(fl) || len(fl) < 5 {
 			continue
 		}
-		out = append(out, mountEntry{root: unescape(fl[3]), point: unescape(fl[4]), fstype: fl[sep+1], source: unescape(fl[sep+2])})
+		out = append(out, mountEntry{root: vafscli.Unescape(fl[3]), point: vafscli.Unescape(fl[4]), fstype: fl[sep+1], source: vafscli.Unescape(fl[sep+2])})
 	}
 	return out, sc.Err()
 }
@@ -175,16 +176,16 @@ func vafsMounts() ([]onVafs, error) {
 }
 
 // dial connects to the control socket of the mount holding at.
-func dial(at onVafs) (*control.Client, error) {
-	return control.Dial(at.dataDir)
+func dial(at onVafs) (*wire.Client, error) {
+	return wire.Dial(at.dataDir)
 }
 
 // onMount finds the mount holding path, connects to it and calls fn; every
 // error is prefixed with what (the command as the user typed it).
-func onMount(path, what string, fn func(at onVafs, cl *control.Client) error) error {
+func onMount(path, what string, fn func(at onVafs, cl *wire.Client) error) error {
 	at, err := locate(path)
 	if err == nil {
-		var cl *control.Client
+		var cl *wire.Client
 		if cl, err = dial(at); err == nil {
 			err = fn(at, cl)
 			cl.Close()

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -10,7 +11,8 @@ import (
 )
 
 // TestCommandsOnAMount mounts a data dir with this very binary (TestMain
-// runs main when re-executed) and drives clone, snapshot, describe, df and
+// runs main when re-executed), which hands mount to a freshly built
+// vafsd, and drives clone, snapshot, describe, df and
 // compact through the mount's control socket, as a user would.
 func TestCommandsOnAMount(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -23,6 +25,12 @@ func TestCommandsOnAMount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// vafs hands mount to the engine: build it.
+	engine := filepath.Join(tmp, "vafsd")
+	if out, err := exec.Command("go", "build", "-o", engine, "../vafsd").CombinedOutput(); err != nil {
+		t.Fatalf("go build ../vafsd: %v\n%s", err, out)
+	}
+	t.Setenv(engineEnv, engine)
 	data, mnt := filepath.Join(tmp, "data"), filepath.Join(tmp, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)

@@ -2,12 +2,13 @@ package main
 
 import (
 	"fmt"
-	"github.com/vafs/vafs/fs/control"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/vafs/vafs/fs/control/wire"
 )
 
 func describeCmd() *cli.Command {
@@ -39,7 +40,7 @@ func runDescribe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return onMount(a[0], fmt.Sprintf("describe %s", a[0]), func(at onVafs, cl *control.Client) error {
+	return onMount(a[0], fmt.Sprintf("describe %s", a[0]), func(at onVafs, cl *wire.Client) error {
 		d, err := cl.Describe(at.rel)
 		if err != nil {
 			return err
@@ -72,7 +73,7 @@ func runDescribe(c *cli.Context) error {
 		tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tCREATED\tSIZE")
 		for _, s := range d.Snapshots {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, created(s.Created), human(s.Size))
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, created(s.CreatedTime()), human(s.Size))
 		}
 		return tw.Flush()
 	})

@@ -1,64 +1,42 @@
-// Command vafs mounts and manages vafs, the virtualization-aware file
-// system. Each subcommand lives in its own file and only parses, calls and
-// prints; the logic is in fs, fs/fuse, meta and blocks.
+// Command vafs is the vafs command line. It is the thin half of two
+// binaries: the commands that talk to a running mount through its control
+// socket (clone, snapshot, describe, df, compact) and umount and version
+// run here; mount, fsck and debug, which open a data dir or serve FUSE,
+// are handed to the engine, vafsd (cmd/vafsd), with syscall.Exec. vafs
+// links only urfave/cli, msgpack and the control socket's client
+// (fs/control/wire), so that it starts in a few milliseconds: a clone is
+// a millisecond of work in the mount, and the engine's packages would
+// cost ~20 ms of start-up per command (the root test TestThinClientDeps
+// keeps it so).
+//
+// Each subcommand lives in its own file and only parses, calls and prints.
 package main
 
 import (
-	"errors"
-	"fmt"
 	"os"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/vafs/vafs/cmd/internal/vafscli"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "0.1.0-dev"
-
 func app() *cli.App {
-	return &cli.App{
-		Name:    "vafs",
-		Usage:   "a virtualization-aware file system for VM disk images",
-		Version: version,
-		Commands: []*cli.Command{
-			mountCmd(),
-			umountCmd(),
-			fsckCmd(),
-			versionCmd(),
-			debugCmd(),
-			cloneCmd(),
-			snapshotCmd(),
-			describeCmd(),
-			dfCmd(),
-			compactCmd(),
-		},
-		HideVersion: false,
-		CommandNotFound: func(c *cli.Context, name string) {
-			exit(cli.Exit(fmt.Sprintf("unknown command %q (see vafs --help)", name), 2))
-		},
-		ExitErrHandler: func(c *cli.Context, err error) {
-			if err != nil {
-				exit(err)
-			}
-		},
-	}
+	return vafscli.App("a virtualization-aware file system for VM disk images", []*cli.Command{
+		vafscli.Mount(runEngine),
+		umountCmd(),
+		vafscli.Fsck(runEngine),
+		vafscli.VersionCmd("vafs"),
+		vafscli.Debug(runEngine),
+		cloneCmd(),
+		snapshotCmd(),
+		describeCmd(),
+		dfCmd(),
+		compactCmd(),
+	})
 }
 
 func main() {
 	if err := app().Run(os.Args); err != nil {
-		exit(err)
+		vafscli.Exit(err)
 	}
-}
-
-// exit prints err and exits 1, or with the status of a cli.Exit error
-// (2 for usage errors).
-func exit(err error) {
-	code := 1
-	var ec cli.ExitCoder
-	if errors.As(err, &ec) {
-		code = ec.ExitCode()
-	}
-	if msg := err.Error(); msg != "" {
-		fmt.Fprintln(os.Stderr, "vafs:", msg)
-	}
-	os.Exit(code)
 }

@@ -2,9 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"github.com/vafs/vafs/fs/control"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
@@ -12,7 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/vafs/vafs/fs"
+	"github.com/vafs/vafs/fs/control/wire"
 )
 
 func snapshotCmd() *cli.Command {
@@ -68,7 +66,7 @@ func runSnapshotCreate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return onMount(a[0], fmt.Sprintf("snapshot create %s %s", a[0], a[1]), func(at onVafs, cl *control.Client) error {
+	return onMount(a[0], fmt.Sprintf("snapshot create %s %s", a[0], a[1]), func(at onVafs, cl *wire.Client) error {
 		if _, err := cl.SnapshotCreate(at.rel, a[1]); err != nil {
 			return err
 		}
@@ -85,12 +83,12 @@ type snapshotJSON struct {
 	Allocated uint64     `json:"allocated"`
 }
 
-func toSnapshotJSON(list []fs.Snapshot) []snapshotJSON {
+func toSnapshotJSON(list []wire.Snapshot) []snapshotJSON {
 	out := make([]snapshotJSON, 0, len(list))
 	for _, s := range list {
-		j := snapshotJSON{Name: s.Name, ID: s.ID, Size: s.Size, Allocated: s.Blocks * fs.BlockSize}
-		if !s.Created.IsZero() {
-			t := s.Created.UTC()
+		j := snapshotJSON{Name: s.Name, ID: s.ID, Size: s.Size, Allocated: s.Blocks * wire.BlockSize}
+		if c := s.CreatedTime(); !c.IsZero() {
+			t := c.UTC()
 			j.Created = &t
 		}
 		out = append(out, j)
@@ -110,7 +108,7 @@ func runSnapshotList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return onMount(a[0], fmt.Sprintf("snapshot list %s", a[0]), func(at onVafs, cl *control.Client) error {
+	return onMount(a[0], fmt.Sprintf("snapshot list %s", a[0]), func(at onVafs, cl *wire.Client) error {
 		list, err := cl.Snapshots(at.rel)
 		if err != nil {
 			return err
@@ -121,7 +119,7 @@ func runSnapshotList(c *cli.Context) error {
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tCREATED\tSIZE")
 		for _, s := range list {
-			fmt.Fprintf(tw, "%s\t%s\t%d\n", s.Name, created(s.Created), s.Size)
+			fmt.Fprintf(tw, "%s\t%s\t%d\n", s.Name, created(s.CreatedTime()), s.Size)
 		}
 		return tw.Flush()
 	})
@@ -132,7 +130,7 @@ func runSnapshotDelete(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return onMount(a[0], fmt.Sprintf("snapshot delete %s %s", a[0], a[1]), func(at onVafs, cl *control.Client) error {
+	return onMount(a[0], fmt.Sprintf("snapshot delete %s %s", a[0], a[1]), func(at onVafs, cl *wire.Client) error {
 		if err := cl.SnapshotDelete(at.rel, a[1]); err != nil {
 			return err
 		}
@@ -145,9 +143,9 @@ func runSnapshotRollback(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return onMount(a[0], fmt.Sprintf("rollback %s", a[0]), func(at onVafs, cl *control.Client) error {
+	return onMount(a[0], fmt.Sprintf("rollback %s", a[0]), func(at onVafs, cl *wire.Client) error {
 		if err := cl.SnapshotRollback(at.rel, a[1], c.Bool("force")); err != nil {
-			if errors.Is(err, fs.ErrBusy) {
+			if wire.IsKind(err, wire.KindBusy) {
 				return fmt.Errorf("%w (stop the VM first, or --force)", err)
 			}
 			return err
@@ -168,7 +166,7 @@ func printJSON(v interface{}) error {
 // append at) the old size; a truncate to the snapshot's size, which is
 // what the file already has, makes it take the new one. On other mounts
 // it changes nothing.
-func resetKernelSize(at onVafs, cl *control.Client, name string) error {
+func resetKernelSize(at onVafs, cl *wire.Client, name string) error {
 	list, err := cl.Snapshots(at.rel)
 	if err != nil {
 		return err

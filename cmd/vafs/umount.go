@@ -13,7 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/vafs/vafs/fs"
+	"github.com/vafs/vafs/cmd/internal/vafscli"
 )
 
 func umountCmd() *cli.Command {
@@ -33,7 +33,7 @@ func umountCmd() *cli.Command {
 			if err != nil {
 				return err
 			}
-			pid := fs.LockHolder(data)
+			pid := lockHolder(data)
 			if err := syscall.Unmount(mnt, 0); err != nil {
 				if errors.Is(err, syscall.EBUSY) {
 					return fmt.Errorf("%s is busy: a process has a file open or its working directory there (see fuser -vm %s)", mnt, mnt)
@@ -57,6 +57,17 @@ func umountCmd() *cli.Command {
 	}
 }
 
+// lockHolder is the pid in DATA/LOCK, the mount process's (docs/format.md;
+// fs.LockHolder, which this binary must not link), or 0.
+func lockHolder(data string) int {
+	b, err := os.ReadFile(filepath.Join(data, "LOCK"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
 func processAlive(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
@@ -77,28 +88,9 @@ func vafsSource(mnt string) (string, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fl := strings.Fields(sc.Text())
-		if len(fl) >= 3 && unescape(fl[1]) == mnt && fl[2] == "fuse.vafs" {
-			return unescape(fl[0]), nil
+		if len(fl) >= 3 && vafscli.Unescape(fl[1]) == mnt && fl[2] == "fuse.vafs" {
+			return vafscli.Unescape(fl[0]), nil
 		}
 	}
 	return "", fmt.Errorf("%s is not a vafs mount", mnt)
-}
-
-// unescape undoes the octal escapes of /proc/mounts (\040 for a space).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"path"
 	"strings"
+
+	"github.com/vafs/vafs/fs/control/wire"
 )
 
 // SnapshotDir is the root directory under which snapshots appear as files:
@@ -62,11 +64,11 @@ func filePath(p string) (string, error) {
 		return "", invalidf("the mount root is not a file")
 	}
 	if inSnapshots(c) {
-		return "", &Error{Kind: KindReadOnly, Msg: fmt.Sprintf("%s is a snapshot or a snapshot directory, not a file of the mount", p)}
+		return "", &wire.Error{Kind: wire.KindReadOnly, Msg: fmt.Sprintf("%s is a snapshot or a snapshot directory, not a file of the mount", p)}
 	}
 	return c, nil
 }
 
-func invalidf(format string, a ...interface{}) *Error {
-	return &Error{Kind: KindInvalid, Msg: fmt.Sprintf(format, a...)}
+func invalidf(format string, a ...interface{}) *wire.Error {
+	return &wire.Error{Kind: wire.KindInvalid, Msg: fmt.Sprintf(format, a...)}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vafs/vafs/fs"
+	"github.com/vafs/vafs/fs/control/wire"
 	"github.com/vafs/vafs/meta"
 )
 
@@ -15,7 +16,7 @@ import (
 type fixture struct {
 	t   *testing.T
 	f   *fs.FS
-	cl  *Client
+	cl  *wire.Client
 	vms uint64
 	a   uint64
 }
@@ -23,7 +24,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	f := openFS(t)
 	_, dir := start(t, f)
-	cl, err := Dial(dir)
+	cl, err := wire.Dial(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,11 +68,11 @@ func (x *fixture) lookup(path string) uint64 {
 
 func wantKind(t *testing.T, what string, err error, kind string, target error) {
 	t.Helper()
-	var e *Error
+	var e *wire.Error
 	if !errors.As(err, &e) || e.Kind != kind {
 		t.Fatalf("%s: got %v, want a %s error", what, err, kind)
 	}
-	if target != nil && !errors.Is(err, target) {
+	if target != nil && !errors.Is(AsFS(err), target) {
 		t.Fatalf("%s: %v is not %v", what, err, target)
 	}
 }
@@ -94,33 +95,33 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s1.Name != "s1" || s1.Vol != x.a || s1.Size != uint64(len(v1)) || s1.Created.Before(before) || s1.ID == 0 {
+	if s1.Name != "s1" || s1.Vol != x.a || s1.Size != uint64(len(v1)) || s1.CreatedTime().Before(before) || s1.ID == 0 {
 		t.Fatalf("created %+v", s1)
 	}
 	_, err = x.cl.SnapshotCreate("./vms//a.raw", "s1")
-	wantKind(t, "second s1", err, KindExists, fs.ErrExists)
+	wantKind(t, "second s1", err, wire.KindExists, fs.ErrExists)
 	if err.Error() != "snapshot exists" {
 		t.Fatalf("message %q, want %q (docs/cli-snapshots.md)", err, "snapshot exists")
 	}
 	for _, bad := range []string{"", ".", "..", "a/b", strings.Repeat("n", 256)} {
 		_, err = x.cl.SnapshotCreate("vms/a.raw", bad)
-		wantKind(t, "snapshot name "+bad, err, KindInvalid, nil)
+		wantKind(t, "snapshot name "+bad, err, wire.KindInvalid, nil)
 		if !strings.Contains(err.Error(), "invalid snapshot name") {
 			t.Fatalf("message %q", err)
 		}
 	}
 	_, err = x.cl.SnapshotCreate("vms", "s1")
-	wantKind(t, "snapshot of a directory", err, KindIsDir, fs.ErrIsDir)
+	wantKind(t, "snapshot of a directory", err, wire.KindIsDir, fs.ErrIsDir)
 	if _, err := x.f.Symlink(x.vms, "link", "a.raw", 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	_, err = x.cl.SnapshotCreate("vms/link", "s1")
-	wantKind(t, "snapshot of a symlink", err, KindInvalid, fs.ErrInvalid)
+	wantKind(t, "snapshot of a symlink", err, wire.KindInvalid, fs.ErrInvalid)
 	if err.Error() != "not a regular file" {
 		t.Fatalf("message %q", err)
 	}
 	_, err = x.cl.SnapshotCreate("vms/missing.raw", "s1")
-	wantKind(t, "snapshot of a missing file", err, KindNotFound, fs.ErrNotFound)
+	wantKind(t, "snapshot of a missing file", err, wire.KindNotFound, fs.ErrNotFound)
 
 	v2 := pattern(2, 5*fs.BlockSize)
 	x.write(x.a, v2, 0)
@@ -136,8 +137,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		list[0].Size != uint64(len(v1)) || list[1].Size != uint64(len(v2)) || list[0].Blocks == 0 {
 		t.Fatalf("list %+v", list)
 	}
-	if !list[0].Created.Equal(s1.Created) {
-		t.Fatalf("created %v round-tripped as %v", s1.Created, list[0].Created)
+	if list[0].Created != s1.Created {
+		t.Fatalf("created %v round-tripped as %v", s1.CreatedTime(), list[0].CreatedTime())
 	}
 
 	// Rollback to s1: content and size come back; the snapshot stays.
@@ -148,14 +149,14 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		t.Fatalf("after rollback: %d bytes, not s1's %d", len(got), len(v1))
 	}
 	err = x.cl.SnapshotRollback("vms/a.raw", "nope", false)
-	wantKind(t, "rollback to a missing snapshot", err, KindNotFound, fs.ErrNotFound)
+	wantKind(t, "rollback to a missing snapshot", err, wire.KindNotFound, fs.ErrNotFound)
 
 	// A writer refuses rollback unless forced.
 	if _, err := x.f.Open(x.a, true); err != nil {
 		t.Fatal(err)
 	}
 	err = x.cl.SnapshotRollback("vms/a.raw", "s2", false)
-	wantKind(t, "rollback of an open file", err, KindBusy, fs.ErrBusy)
+	wantKind(t, "rollback of an open file", err, wire.KindBusy, fs.ErrBusy)
 	if err.Error() != "file is open for writing" {
 		t.Fatalf("message %q", err)
 	}
@@ -177,7 +178,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = x.cl.SnapshotDelete("vms/a.raw", "s1")
-	wantKind(t, "second delete", err, KindNotFound, fs.ErrNotFound)
+	wantKind(t, "second delete", err, wire.KindNotFound, fs.ErrNotFound)
 	if err.Error() != "no such snapshot" {
 		t.Fatalf("message %q", err)
 	}
@@ -232,9 +233,9 @@ func TestCloneRoundTrip(t *testing.T) {
 		t.Fatal("snapshot clone content differs from the snapshot")
 	}
 	_, err = x.cl.Clone(".snapshots/vms/a.raw/nope", "x.raw")
-	wantKind(t, "clone of a missing snapshot", err, KindNotFound, fs.ErrNotFound)
+	wantKind(t, "clone of a missing snapshot", err, wire.KindNotFound, fs.ErrNotFound)
 	_, err = x.cl.Clone(".snapshots/vms/missing.raw/s1", "x.raw")
-	wantKind(t, "clone of a missing file's snapshot", err, KindNotFound, fs.ErrNotFound)
+	wantKind(t, "clone of a missing file's snapshot", err, wire.KindNotFound, fs.ErrNotFound)
 
 	// A directory tree.
 	ino, err = x.cl.Clone("vms", "vms2")
@@ -253,22 +254,22 @@ func TestCloneRoundTrip(t *testing.T) {
 
 	// Errors.
 	_, err = x.cl.Clone("vms/a.raw", "vms/b.raw")
-	wantKind(t, "clone onto an existing name", err, KindExists, fs.ErrExists)
+	wantKind(t, "clone onto an existing name", err, wire.KindExists, fs.ErrExists)
 	if !strings.Contains(err.Error(), "vms/b.raw exists") {
 		t.Fatalf("message %q does not name DST", err)
 	}
 	_, err = x.cl.Clone("vms/missing.raw", "c.raw")
-	wantKind(t, "clone of a missing file", err, KindNotFound, fs.ErrNotFound)
+	wantKind(t, "clone of a missing file", err, wire.KindNotFound, fs.ErrNotFound)
 	if !strings.Contains(err.Error(), "vms/missing.raw") {
 		t.Fatalf("message %q does not name SRC", err)
 	}
 	_, err = x.cl.Clone("vms/a.raw", "nodir/c.raw")
-	wantKind(t, "clone into a missing dir", err, KindNotFound, fs.ErrNotFound)
+	wantKind(t, "clone into a missing dir", err, wire.KindNotFound, fs.ErrNotFound)
 	if !strings.Contains(err.Error(), "nodir") {
 		t.Fatalf("message %q does not name the missing dir", err)
 	}
 	_, err = x.cl.Clone("vms/a.raw", "vms/a.raw/c.raw")
-	wantKind(t, "clone under a file", err, KindNotDir, fs.ErrNotDir)
+	wantKind(t, "clone under a file", err, wire.KindNotDir, fs.ErrNotDir)
 	_, err = x.cl.Clone("vms", "vms/inner")
 	if err == nil {
 		t.Fatal("cloned a directory into itself")
@@ -304,7 +305,7 @@ func (fixed) Compact() (fs.CompactStats, error) { return fixedCompact, nil }
 
 func TestDescribeDFCompactWire(t *testing.T) {
 	_, dir := start(t, fixed{})
-	cl, err := Dial(dir)
+	cl, err := wire.Dial(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,23 +314,22 @@ func TestDescribeDFCompactWire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(d.Snapshots) != 1 || !d.Snapshots[0].Created.Equal(fixedTime) {
+	if len(d.Snapshots) != 1 || !d.Snapshots[0].CreatedTime().Equal(fixedTime) {
 		t.Fatalf("snapshots %+v", d.Snapshots)
 	}
-	d.Snapshots[0].Created = fixedTime // Equal, but a different *Location
 	if d.Ino != fixedDesc.Ino || d.Size != fixedDesc.Size || d.Allocated != fixedDesc.Allocated || d.Unique != fixedDesc.Unique ||
 		d.Shared != fixedDesc.Shared || d.SnapshotOnly != fixedDesc.SnapshotOnly || d.Origin != fixedDesc.Origin ||
-		d.Snapshots[0] != fixedDesc.Snapshots[0] {
+		d.Snapshots[0] != toWireSnapshot(fixedDesc.Snapshots[0]) {
 		t.Fatalf("describe\n%+v\nwant\n%+v", d, fixedDesc)
 	}
 	_, err = cl.Describe("vms/b.raw")
-	wantKind(t, "describe a missing file", err, KindNotFound, fs.ErrNotFound)
+	wantKind(t, "describe a missing file", err, wire.KindNotFound, fs.ErrNotFound)
 	u, err := cl.Usage()
-	if err != nil || u != fixedUsage {
+	if err != nil || u != (wire.Usage{Files: 3, Snapshots: 4, Logical: 5, SnapshotLogical: 6, Physical: 7, Saved: 8, Stored: 9, Metadata: 10, Segments: 11}) {
 		t.Fatalf("usage %+v, %v; want %+v", u, err, fixedUsage)
 	}
 	st, err := cl.Compact()
-	if err != nil || st != fixedCompact {
+	if err != nil || st != (wire.Compaction{Segments: 2, Moved: 300, Freed: 4 << 20}) {
 		t.Fatalf("compact %+v, %v; want %+v", st, err, fixedCompact)
 	}
 }
@@ -367,9 +367,9 @@ func TestDescribeDFCompactRoundTrip(t *testing.T) {
 		}
 	}
 	_, err = x.cl.Describe("vms")
-	wantKind(t, "describe a directory", err, KindIsDir, fs.ErrIsDir)
+	wantKind(t, "describe a directory", err, wire.KindIsDir, fs.ErrIsDir)
 	_, err = x.cl.Describe("vms/missing")
-	wantKind(t, "describe a missing file", err, KindNotFound, fs.ErrNotFound)
+	wantKind(t, "describe a missing file", err, wire.KindNotFound, fs.ErrNotFound)
 
 	u, err := x.cl.Usage()
 	if err != nil {

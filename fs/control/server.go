@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vafs/vafs/fs"
+	"github.com/vafs/vafs/fs/control/wire"
 )
 
 // idleTimeout bounds how long a connection may sit between requests (or
@@ -64,7 +65,7 @@ func serve(f engine, path string, lg *log.Logger) (*Server, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("control: remove stale socket: %w", err)
 	}
-	ln, err := listenUnix(path)
+	ln, err := wire.ListenUnix(path)
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}
@@ -164,20 +165,20 @@ func (s *Server) serveConn(c net.Conn) {
 		if closed {
 			return
 		}
-		b, err := readFrame(c)
+		b, err := wire.ReadFrame(c)
 		if err != nil {
 			switch {
-			case errors.Is(err, errTooBig), errors.Is(err, errEmpty):
-				s.reply(c, response{V: Version, Err: "malformed request: " + strings.TrimPrefix(err.Error(), "control: "), Kind: KindProto})
+			case errors.Is(err, wire.ErrTooBig), errors.Is(err, wire.ErrEmpty):
+				s.reply(c, wire.Response{V: wire.Version, Err: "malformed request: " + strings.TrimPrefix(err.Error(), "control: "), Kind: wire.KindProto})
 			case errors.Is(err, io.EOF), errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, net.ErrClosed):
 			default:
 				s.lg.Printf("control: read: %v", err)
 			}
 			return
 		}
-		req, perr := decodeRequest(b)
+		req, perr := wire.DecodeRequest(b)
 		if perr != nil {
-			s.reply(c, response{V: Version, Err: perr.Msg, Kind: perr.Kind})
+			s.reply(c, wire.Response{V: wire.Version, Err: perr.Msg, Kind: perr.Kind})
 			return
 		}
 		c.SetDeadline(time.Time{}) // an operation may take long (a big tree clone)
@@ -187,9 +188,9 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 }
 
-func (s *Server) reply(c net.Conn, r response) bool {
+func (s *Server) reply(c net.Conn, r wire.Response) bool {
 	c.SetWriteDeadline(time.Now().Add(idleTimeout))
-	if err := writeFrame(c, r); err != nil {
+	if err := wire.WriteFrame(c, r); err != nil {
 		s.lg.Printf("control: reply to %s: %v", r.Err, err)
 		return false
 	}
@@ -198,32 +199,32 @@ func (s *Server) reply(c net.Conn, r response) bool {
 
 // handle runs one request. A panic is answered as an internal error (and
 // logged) so that the client learns of it and the mount goes on.
-func (s *Server) handle(req request) (resp response) {
+func (s *Server) handle(req wire.Request) (resp wire.Response) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.lg.Printf("control: panic in %s: %v\n%s", req.Op, r, debug.Stack())
-			resp = response{V: Version, Err: fmt.Sprintf("internal error in %s: %v (see the mount's log)", req.Op, r), Kind: KindIO}
+			resp = wire.Response{V: wire.Version, Err: fmt.Sprintf("internal error in %s: %v (see the mount's log)", req.Op, r), Kind: wire.KindIO}
 		}
 	}()
 	result, err := s.dispatch(req)
 	if err != nil {
-		var e *Error
+		var e *wire.Error
 		if !errors.As(err, &e) {
-			e = &Error{Kind: kindOf(err), Msg: trimFS(err.Error())}
+			e = &wire.Error{Kind: kindOf(err), Msg: trimFS(err.Error())}
 		}
-		if e.Kind == KindIO {
+		if e.Kind == wire.KindIO {
 			s.lg.Printf("control: %s: %v", req.Op, err)
 		}
-		return response{V: Version, Err: e.Msg, Kind: e.Kind}
+		return wire.Response{V: wire.Version, Err: e.Msg, Kind: e.Kind}
 	}
-	return response{V: Version, Result: result}
+	return wire.Response{V: wire.Version, Result: result}
 }
 
-func (s *Server) dispatch(req request) (interface{}, error) {
+func (s *Server) dispatch(req wire.Request) (interface{}, error) {
 	switch req.Op {
-	case OpClone:
+	case wire.OpClone:
 		return s.clone(req.Src, req.Dst)
-	case OpSnapshotCreate:
+	case wire.OpSnapshotCreate:
 		ino, err := s.resolveFile(req.Path)
 		if err != nil {
 			return nil, err
@@ -234,11 +235,11 @@ func (s *Server) dispatch(req request) (interface{}, error) {
 			if !nameOK(req.Name) {
 				invalid = "invalid snapshot name (1-255 bytes, no '/', not '.' or '..')"
 			}
-			return nil, explain(err, map[string]string{KindExists: "snapshot exists", KindInvalid: invalid,
-				KindIsDir: "is a directory, not a file (snapshot its files)"})
+			return nil, explain(err, map[string]string{wire.KindExists: "snapshot exists", wire.KindInvalid: invalid,
+				wire.KindIsDir: "is a directory, not a file (snapshot its files)"})
 		}
 		return toWireSnapshot(sn), nil
-	case OpSnapshotList:
+	case wire.OpSnapshotList:
 		ino, err := s.resolveFile(req.Path)
 		if err != nil {
 			return nil, err
@@ -247,25 +248,25 @@ func (s *Server) dispatch(req request) (interface{}, error) {
 		if err != nil {
 			return nil, err
 		}
-		out := make([]wireSnapshot, len(list))
+		out := make([]wire.Snapshot, len(list))
 		for i, sn := range list {
 			out[i] = toWireSnapshot(sn)
 		}
 		return out, nil
-	case OpSnapshotDelete:
+	case wire.OpSnapshotDelete:
 		ino, err := s.resolveFile(req.Path)
 		if err != nil {
 			return nil, err
 		}
-		return nil, explain(s.f.SnapshotDelete(ino, req.Name), map[string]string{KindNotFound: "no such snapshot"})
-	case OpSnapshotRollback:
+		return nil, explain(s.f.SnapshotDelete(ino, req.Name), map[string]string{wire.KindNotFound: "no such snapshot"})
+	case wire.OpSnapshotRollback:
 		ino, err := s.resolveFile(req.Path)
 		if err != nil {
 			return nil, err
 		}
 		return nil, explain(s.f.SnapshotRollback(ino, req.Name, req.Force),
-			map[string]string{KindNotFound: "no such snapshot", KindBusy: "file is open for writing"})
-	case OpDescribe:
+			map[string]string{wire.KindNotFound: "no such snapshot", wire.KindBusy: "file is open for writing"})
+	case wire.OpDescribe:
 		ino, err := s.resolveFile(req.Path)
 		if err != nil {
 			return nil, err
@@ -274,29 +275,29 @@ func (s *Server) dispatch(req request) (interface{}, error) {
 		if err != nil {
 			return nil, err
 		}
-		w := wireDescription{Ino: d.Ino, Size: d.Size, Allocated: d.Allocated, Unique: d.Unique,
-			Shared: d.Shared, SnapshotOnly: d.SnapshotOnly, Origin: d.Origin, Snapshots: []wireSnapshot{}}
+		w := wire.Description{Ino: d.Ino, Size: d.Size, Allocated: d.Allocated, Unique: d.Unique,
+			Shared: d.Shared, SnapshotOnly: d.SnapshotOnly, Origin: d.Origin, Snapshots: []wire.Snapshot{}}
 		for _, sn := range d.Snapshots {
 			w.Snapshots = append(w.Snapshots, toWireSnapshot(sn))
 		}
 		return w, nil
-	case OpDF:
+	case wire.OpDF:
 		u, err := s.f.Usage()
 		if err != nil {
 			return nil, err
 		}
-		return wireUsage{Files: u.Files, Snapshots: u.Snapshots, Logical: u.Logical, SnapshotLogical: u.SnapshotLogical,
+		return wire.Usage{Files: u.Files, Snapshots: u.Snapshots, Logical: u.Logical, SnapshotLogical: u.SnapshotLogical,
 			Physical: u.Physical, Saved: u.Saved, Stored: u.Stored, Metadata: u.Metadata, Segments: u.Segments}, nil
-	case OpCompact:
+	case wire.OpCompact:
 		st, err := s.f.Compact()
 		if err != nil {
 			return nil, err
 		}
-		return wireCompact{Segments: st.Segments, Moved: st.Moved, Freed: st.Freed}, nil
+		return wire.Compaction{Segments: st.Segments, Moved: st.Moved, Freed: st.Freed}, nil
 	case "":
-		return nil, &Error{Kind: KindUnknownOp, Msg: "request without an op"}
+		return nil, &wire.Error{Kind: wire.KindUnknownOp, Msg: "request without an op"}
 	default:
-		return nil, &Error{Kind: KindUnknownOp, Msg: fmt.Sprintf("unknown op %q", truncate(req.Op, 64))}
+		return nil, &wire.Error{Kind: wire.KindUnknownOp, Msg: fmt.Sprintf("unknown op %q", truncate(req.Op, 64))}
 	}
 }
 
@@ -329,7 +330,7 @@ func (s *Server) clone(src, dst string) (interface{}, error) {
 	if err != nil {
 		return nil, named(err, dirOrRoot(dir))
 	}
-	exists := map[string]string{KindExists: dp + " exists"}
+	exists := map[string]string{wire.KindExists: dp + " exists"}
 	var a fs.Attr
 	if snapFile != "" {
 		ino, err := s.f.Resolve(snapFile)
@@ -348,7 +349,7 @@ func (s *Server) clone(src, dst string) (interface{}, error) {
 			}
 		}
 		if !found {
-			return nil, &Error{Kind: KindNotFound, Msg: fmt.Sprintf("%s has no snapshot %q", snapFile, snapName)}
+			return nil, &wire.Error{Kind: wire.KindNotFound, Msg: fmt.Sprintf("%s has no snapshot %q", snapFile, snapName)}
 		}
 		if a, err = s.f.CloneSnapshotWithOrigin(id, parent, name, snapFile+"@"+snapName); err != nil {
 			return nil, explain(err, exists)
@@ -362,7 +363,7 @@ func (s *Server) clone(src, dst string) (interface{}, error) {
 			return nil, explain(err, exists)
 		}
 	}
-	return wireClone{Ino: a.Ino}, nil
+	return wire.Clone{Ino: a.Ino}, nil
 }
 
 // resolveFile resolves the path of a file-level op. The CLI already names
@@ -374,7 +375,7 @@ func (s *Server) resolveFile(p string) (uint64, error) {
 	}
 	ino, err := s.f.Resolve(c)
 	if err != nil {
-		return 0, explain(err, map[string]string{KindNotFound: "no such file or directory", KindNotDir: "not a directory"})
+		return 0, explain(err, map[string]string{wire.KindNotFound: "no such file or directory", wire.KindNotDir: "not a directory"})
 	}
 	return ino, nil
 }
@@ -394,14 +395,14 @@ func explain(err error, texts map[string]string) error {
 	}
 	k := kindOf(err)
 	if t, ok := texts[k]; ok {
-		return &Error{Kind: k, Msg: t}
+		return &wire.Error{Kind: k, Msg: t}
 	}
-	return &Error{Kind: k, Msg: trimFS(err.Error())}
+	return &wire.Error{Kind: k, Msg: trimFS(err.Error())}
 }
 
 // named prefixes err's text with the path it is about (clone has two).
 func named(err error, p string) error {
-	return &Error{Kind: kindOf(err), Msg: p + ": " + trimFS(err.Error())}
+	return &wire.Error{Kind: kindOf(err), Msg: p + ": " + trimFS(err.Error())}
 }
 
 func dirOrRoot(d string) string {
@@ -422,10 +423,10 @@ func truncate(s string, n int) string {
 	return s
 }
 
-func toWireSnapshot(s fs.Snapshot) wireSnapshot {
+func toWireSnapshot(s fs.Snapshot) wire.Snapshot {
 	var created int64
 	if !s.Created.IsZero() {
 		created = s.Created.UnixNano()
 	}
-	return wireSnapshot{Name: s.Name, ID: s.ID, Vol: s.Vol, Created: created, Size: s.Size, Blocks: s.Blocks}
+	return wire.Snapshot{Name: s.Name, ID: s.ID, Vol: s.Vol, Created: created, Size: s.Size, Blocks: s.Blocks}
 }

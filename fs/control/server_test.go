@@ -1,7 +1,6 @@
 package control
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/vafs/vafs/blocks"
 	"github.com/vafs/vafs/fs"
+	"github.com/vafs/vafs/fs/control/wire"
 	"github.com/vafs/vafs/meta"
 )
 
@@ -79,17 +79,17 @@ func mp(t *testing.T, v interface{}) []byte {
 	return b
 }
 
-func readResp(t *testing.T, c net.Conn) rawResponse {
+func readResp(t *testing.T, c net.Conn) wire.RawResponse {
 	t.Helper()
-	b, err := readFrame(c)
+	b, err := wire.ReadFrame(c)
 	if err != nil {
 		t.Fatalf("no response: %v", err)
 	}
-	var r rawResponse
-	if err := decode(b, &r); err != nil {
+	var r wire.RawResponse
+	if err := wire.Decode(b, &r); err != nil {
 		t.Fatalf("undecodable response: %v", err)
 	}
-	if r.V != Version {
+	if r.V != wire.Version {
 		t.Fatalf("response version %d", r.V)
 	}
 	return r
@@ -124,8 +124,8 @@ func TestMalformedFrame(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := readResp(t, c)
-			if r.Kind != KindProto || !strings.Contains(r.Err, "malformed") {
-				t.Fatalf("got %q (%s), want a %s error", r.Err, r.Kind, KindProto)
+			if r.Kind != wire.KindProto || !strings.Contains(r.Err, "malformed") {
+				t.Fatalf("got %q (%s), want a %s error", r.Err, r.Kind, wire.KindProto)
 			}
 			wantClosed(t, c)
 		})
@@ -134,7 +134,7 @@ func TestMalformedFrame(t *testing.T) {
 
 func TestOversizedAndEmptyFrame(t *testing.T) {
 	_, dir := start(t, openFS(t))
-	for name, hdr := range map[string]uint32{"oversized": MaxFrame + 1, "huge": 0xffffffff, "empty": 0} {
+	for name, hdr := range map[string]uint32{"oversized": wire.MaxFrame + 1, "huge": 0xffffffff, "empty": 0} {
 		t.Run(name, func(t *testing.T) {
 			c := rawConn(t, dir)
 			var b [4]byte
@@ -145,8 +145,8 @@ func TestOversizedAndEmptyFrame(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := readResp(t, c)
-			if r.Kind != KindProto {
-				t.Fatalf("got %q (%s), want %s", r.Err, r.Kind, KindProto)
+			if r.Kind != wire.KindProto {
+				t.Fatalf("got %q (%s), want %s", r.Err, r.Kind, wire.KindProto)
 			}
 			wantClosed(t, c)
 		})
@@ -165,8 +165,8 @@ func TestWrongVersion(t *testing.T) {
 			c := rawConn(t, dir)
 			c.Write(frame(mp(t, req)))
 			r := readResp(t, c)
-			if r.Kind != KindVersion || !strings.Contains(r.Err, "version") {
-				t.Fatalf("got %q (%s), want a %s error", r.Err, r.Kind, KindVersion)
+			if r.Kind != wire.KindVersion || !strings.Contains(r.Err, "version") {
+				t.Fatalf("got %q (%s), want a %s error", r.Err, r.Kind, wire.KindVersion)
 			}
 			wantClosed(t, c)
 		})
@@ -181,8 +181,8 @@ func TestUnknownOp(t *testing.T) {
 	for _, op := range []string{"format_disk", "", strings.Repeat("x", 10000)} {
 		c.Write(frame(mp(t, map[string]interface{}{"v": 1, "op": op})))
 		r := readResp(t, c)
-		if r.Kind != KindUnknownOp {
-			t.Fatalf("op %.20q: got %q (%s), want %s", op, r.Err, r.Kind, KindUnknownOp)
+		if r.Kind != wire.KindUnknownOp {
+			t.Fatalf("op %.20q: got %q (%s), want %s", op, r.Err, r.Kind, wire.KindUnknownOp)
 		}
 		if len(r.Err) > 200 {
 			t.Fatalf("error echoes the whole op: %d bytes", len(r.Err))
@@ -192,48 +192,48 @@ func TestUnknownOp(t *testing.T) {
 
 func TestBadPaths(t *testing.T) {
 	_, dir := start(t, openFS(t))
-	cl, err := Dial(dir)
+	cl, err := wire.Dial(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
 	check := func(what string, err error, kind string) {
 		t.Helper()
-		var e *Error
+		var e *wire.Error
 		if !errors.As(err, &e) || e.Kind != kind {
 			t.Errorf("%s: got %v, want a %s error", what, err, kind)
 		}
 	}
 	_, err = cl.Clone("../etc", "x")
-	check("clone ../etc", err, KindInvalid)
+	check("clone ../etc", err, wire.KindInvalid)
 	if err != nil && !strings.Contains(err.Error(), `".."`) {
 		t.Errorf("message does not say why: %v", err)
 	}
 	_, err = cl.Clone("a", "b/../../x")
-	check("clone to b/../../x", err, KindInvalid)
+	check("clone to b/../../x", err, wire.KindInvalid)
 	_, err = cl.Clone("/etc/passwd", "x")
-	check("clone /etc/passwd", err, KindInvalid)
+	check("clone /etc/passwd", err, wire.KindInvalid)
 	if err != nil && !strings.Contains(err.Error(), "absolute") {
 		t.Errorf("message does not say why: %v", err)
 	}
 	_, err = cl.SnapshotCreate("vms/../../a.raw", "s1")
-	check("snapshot create with ..", err, KindInvalid)
+	check("snapshot create with ..", err, wire.KindInvalid)
 	_, err = cl.Snapshots("/vms/a.raw")
-	check("snapshot list of an absolute path", err, KindInvalid)
-	check("snapshot delete with ..", cl.SnapshotDelete("..", "s1"), KindInvalid)
-	check("rollback with ..", cl.SnapshotRollback("a/..", "s1", false), KindInvalid)
+	check("snapshot list of an absolute path", err, wire.KindInvalid)
+	check("snapshot delete with ..", cl.SnapshotDelete("..", "s1"), wire.KindInvalid)
+	check("rollback with ..", cl.SnapshotRollback("a/..", "s1", false), wire.KindInvalid)
 	_, err = cl.Describe("../../x")
-	check("describe with ..", err, KindInvalid)
+	check("describe with ..", err, wire.KindInvalid)
 	_, err = cl.Describe("")
-	check("describe the root", err, KindInvalid)
+	check("describe the root", err, wire.KindInvalid)
 	_, err = cl.Clone("a", ".snapshots/a/s2")
-	check("clone into .snapshots", err, KindReadOnly)
+	check("clone into .snapshots", err, wire.KindReadOnly)
 	_, err = cl.SnapshotCreate(".snapshots/a/s1", "s2")
-	check("snapshot of a snapshot", err, KindReadOnly)
+	check("snapshot of a snapshot", err, wire.KindReadOnly)
 	_, err = cl.Clone(".snapshots/a", "x")
-	check("clone of a .snapshots directory", err, KindInvalid)
+	check("clone of a .snapshots directory", err, wire.KindInvalid)
 	_, err = cl.Clone("", "x")
-	check("clone of the root", err, KindInvalid)
+	check("clone of the root", err, wire.KindInvalid)
 }
 
 func TestSocketFile(t *testing.T) {
@@ -254,7 +254,7 @@ func TestSocketFile(t *testing.T) {
 	if st.Mode()&os.ModeSocket == 0 || st.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode %v, want a socket with 0600", st.Mode())
 	}
-	cl, err := Dial(dir)
+	cl, err := wire.Dial(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestSocketFile(t *testing.T) {
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("socket left behind after Close: %v", err)
 	}
-	if _, err := Dial(dir); err == nil || !strings.Contains(err.Error(), dir) {
+	if _, err := wire.Dial(dir); err == nil || !strings.Contains(err.Error(), dir) {
 		t.Fatalf("Dial after Close: %v, want an error naming the data dir", err)
 	}
 }
@@ -276,7 +276,7 @@ func TestLongSocketPath(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if len(filepath.Join(dir, SocketName)) <= maxSunPath {
+	if len(filepath.Join(dir, SocketName)) <= 107 { // sun_path room, wire/sock.go
 		t.Fatal("path not long enough for the test")
 	}
 	s, err := Serve(openFS(t), filepath.Join(dir, SocketName), nil)
@@ -284,16 +284,16 @@ func TestLongSocketPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	cl, err := Dial(dir)
+	cl, err := wire.Dial(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
 	// Any answer proves the round trip; an unknown op is the cheapest.
-	err = cl.call(request{Op: "nop"}, nil)
-	var e *Error
-	if !errors.As(err, &e) || e.Kind != KindUnknownOp {
-		t.Fatalf("got %v, want an %s answer", err, KindUnknownOp)
+	err = cl.Call(wire.Request{Op: "nop"}, nil)
+	var e *wire.Error
+	if !errors.As(err, &e) || e.Kind != wire.KindUnknownOp {
+		t.Fatalf("got %v, want an %s answer", err, wire.KindUnknownOp)
 	}
 }
 
@@ -309,28 +309,28 @@ func (panicky) Compact() (fs.CompactStats, error) {
 // A panic while serving is answered, logged, and leaves the server up.
 func TestPanicIsAnswered(t *testing.T) {
 	_, dir := start(t, panicky{})
-	cl, err := Dial(dir)
+	cl, err := wire.Dial(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
 	for i := 0; i < 2; i++ {
 		_, err = cl.Usage()
-		var e *Error
-		if !errors.As(err, &e) || e.Kind != KindIO || !strings.Contains(e.Msg, "internal error") {
+		var e *wire.Error
+		if !errors.As(err, &e) || e.Kind != wire.KindIO || !strings.Contains(e.Msg, "internal error") {
 			t.Fatalf("got %v, want an internal error", err)
 		}
 		_, err = cl.Describe("a")
-		if !errors.As(err, &e) || e.Kind != KindIO {
+		if !errors.As(err, &e) || e.Kind != wire.KindIO {
 			t.Fatalf("got %v, want an internal error", err)
 		}
 	}
 	_, err = cl.Compact()
-	var e *Error
-	if !errors.As(err, &e) || e.Kind != KindIO || e.Msg != "disk on fire" {
-		t.Fatalf("got %v, want the engine's error as %s", err, KindIO)
+	var e *wire.Error
+	if !errors.As(err, &e) || e.Kind != wire.KindIO || e.Msg != "disk on fire" {
+		t.Fatalf("got %v, want the engine's error as %s", err, wire.KindIO)
 	}
-	cl2, err := Dial(dir)
+	cl2, err := wire.Dial(dir)
 	if err != nil {
 		t.Fatalf("server gone after panics: %v", err)
 	}
@@ -355,7 +355,7 @@ func TestCloseWaitsForRequests(t *testing.T) {
 	s, dir := start(t, e)
 	idle := rawConn(t, dir) // an idle connection must not hold Close up
 	_ = idle
-	cl, err := Dial(dir)
+	cl, err := wire.Dial(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,15 +392,24 @@ func TestCloseWaitsForRequests(t *testing.T) {
 	}
 }
 
-func TestErrorIs(t *testing.T) {
-	for kind, target := range map[string]error{KindBusy: fs.ErrBusy, KindExists: fs.ErrExists, KindNotFound: fs.ErrNotFound} {
-		e := &Error{Kind: kind, Msg: "x"}
-		if !errors.Is(e, target) {
+// AsFS lets a Go caller match an answered error against fs sentinels,
+// through wrapping, and keeps its text.
+func TestAsFS(t *testing.T) {
+	for kind, target := range map[string]error{wire.KindBusy: fs.ErrBusy, wire.KindExists: fs.ErrExists, wire.KindNotFound: fs.ErrNotFound,
+		wire.KindInvalid: fs.ErrNameTooLong} {
+		err := AsFS(fmt.Errorf("op: %w", &wire.Error{Kind: kind, Msg: "x"}))
+		if !errors.Is(err, target) {
 			t.Errorf("%s is not %v", kind, target)
 		}
-		if errors.Is(e, fs.ErrCorrupt) {
+		if errors.Is(err, fs.ErrCorrupt) {
 			t.Errorf("%s is %v", kind, fs.ErrCorrupt)
 		}
+		if !wire.IsKind(err, kind) || err.Error() != "x" {
+			t.Errorf("%s: %v lost its kind or text", kind, err)
+		}
+	}
+	if plain := errors.New("plain"); AsFS(plain) != plain {
+		t.Error("AsFS changed an error that is not an answer")
 	}
 }
 
@@ -411,14 +420,14 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte{0xdf, 0xff, 0xff, 0xff, 0xff})
 	f.Add([]byte{0xdd, 0x7f, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		req, err := decodeRequest(b)
+		req, err := wire.DecodeRequest(b)
 		if err != nil {
-			if err.Kind != KindProto && err.Kind != KindVersion {
+			if err.Kind != wire.KindProto && err.Kind != wire.KindVersion {
 				t.Fatalf("kind %s", err.Kind)
 			}
 			return
 		}
-		if req.V != Version {
+		if req.V != wire.Version {
 			t.Fatalf("accepted version %d", req.V)
 		}
 		// Whatever decodes must get through path checking without panic.
@@ -436,25 +445,6 @@ func mpF(v interface{}) []byte {
 
 var _ = meta.RootIno
 
-// The example in docs/control-socket.md is what the client sends.
-func TestDocExample(t *testing.T) {
-	const doc = "00 00 00 2e 84 a1 76 01 a2 6f 70 af 73 6e 61 70 73 68 6f 74 5f 63 72 65 61 74 65 a4 70 61 74 68 a9 76 6d 73 2f 61 2e 72 61 77 a4 6e 61 6d 65 a2 73 31"
-	var b bytes.Buffer
-	if err := writeFrame(&b, request{V: Version, Op: OpSnapshotCreate, Path: "vms/a.raw", Name: "s1"}); err != nil {
-		t.Fatal(err)
-	}
-	if got := strings.TrimSpace(fmt.Sprintf("% x", b.Bytes())); got != doc {
-		t.Fatalf("frame\n%s\ndocs/control-socket.md says\n%s", got, doc)
-	}
-	md, err := os.ReadFile("../../docs/control-socket.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(md), doc) {
-		t.Fatal("docs/control-socket.md no longer shows the example frame")
-	}
-}
-
 // Keys a v1 server does not know are ignored (docs/control-socket.md), so
 // that optional fields can be added without a version bump.
 func TestUnknownFieldsIgnored(t *testing.T) {
@@ -462,7 +452,7 @@ func TestUnknownFieldsIgnored(t *testing.T) {
 	c := rawConn(t, dir)
 	c.Write(frame(mp(t, map[string]interface{}{"v": 1, "op": "snapshot_list", "path": "", "future": []int{1, 2}})))
 	r := readResp(t, c)
-	if r.Kind != KindInvalid || !strings.Contains(r.Err, "root") {
-		t.Fatalf("got %q (%s), want the op's own %s error", r.Err, r.Kind, KindInvalid)
+	if r.Kind != wire.KindInvalid || !strings.Contains(r.Err, "root") {
+		t.Fatalf("got %q (%s), want the op's own %s error", r.Err, r.Kind, wire.KindInvalid)
 	}
 }

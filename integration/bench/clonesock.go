@@ -1,7 +1,7 @@
 package main
 
 // The clone's own cost, without a process start-up: the same request the
-// CLI sends, over the mount's control socket (fs/control), on a
+// CLI sends, over the mount's control socket (fs/control/wire), on a
 // connection opened once. This is the one place the bench links vafs code:
 // the socket's format is vafs's own (docs/format.md "Control socket").
 
@@ -10,17 +10,17 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/vafs/vafs/fs/control"
+	"github.com/vafs/vafs/fs/control/wire"
 )
 
 // socketCloner clones files of one mount over its control socket.
 type socketCloner struct {
 	m *vafsMount
-	c *control.Client
+	c *wire.Client
 }
 
 func dialMount(m *vafsMount) (*socketCloner, error) {
-	c, err := control.Dial(m.data)
+	c, err := wire.Dial(m.data)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package control
+package wire
 
 import (
 	"fmt"
@@ -12,10 +12,10 @@ import (
 // is 108 bytes with the NUL).
 const maxSunPath = 107
 
-// listenUnix listens on a unix socket at path. A path too long for
+// ListenUnix listens on a unix socket at path (the server's side). A path too long for
 // sun_path (a deep data dir) is reached through /proc/self/fd/N of its
 // directory, which the kernel resolves like any path.
-func listenUnix(path string) (net.Listener, error) {
+func ListenUnix(path string) (net.Listener, error) {
 	if len(path) <= maxSunPath {
 		return net.Listen("unix", path)
 	}
@@ -27,8 +27,8 @@ func listenUnix(path string) (net.Listener, error) {
 	return net.Listen("unix", shortPath(dir, path))
 }
 
-// dialUnix connects to the unix socket at path (see listenUnix).
-func dialUnix(path string) (net.Conn, error) {
+// DialUnix connects to the unix socket at path (see ListenUnix).
+func DialUnix(path string) (net.Conn, error) {
 	if len(path) <= maxSunPath {
 		return net.Dial("unix", path)
 	}

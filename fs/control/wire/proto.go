@@ -1,4 +1,4 @@
-package control
+package wire
 
 import (
 	"bytes"
@@ -6,10 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
-
-	"github.com/vafs/vafs/fs"
 )
 
 // Version is the protocol version carried in every frame's "v" field.
@@ -48,37 +47,26 @@ const (
 	KindIO          = "io"          // anything else: I/O failure, corruption, internal error
 )
 
-// kinds maps fs sentinels to error kinds; the first match wins.
-var kinds = []struct {
-	err  error
-	kind string
-}{
-	{fs.ErrExists, KindExists},
-	{fs.ErrNotFound, KindNotFound},
-	{fs.ErrNotDir, KindNotDir},
-	{fs.ErrIsDir, KindIsDir},
-	{fs.ErrBusy, KindBusy},
-	{fs.ErrInvalid, KindInvalid},
-	{fs.ErrNameTooLong, KindInvalid},
-	{fs.ErrReadOnly, KindReadOnly},
-	{fs.ErrNoSpace, KindNoSpace},
-	{fs.ErrPerm, KindPerm},
-	{fs.ErrNotSupported, KindUnsupported},
+// Error is an error answered by the server: Kind is one of the Kind
+// constants, Msg the text for the user. A client must treat a Kind it does
+// not know like KindIO.
+type Error struct {
+	Kind string
+	Msg  string
 }
 
-func kindOf(err error) string {
-	for _, k := range kinds {
-		if errors.Is(err, k.err) {
-			return k.kind
-		}
-	}
-	return KindIO
+func (e *Error) Error() string { return e.Msg }
+
+// IsKind reports whether err is, or wraps, an *Error of the given kind.
+func IsKind(err error, kind string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Kind == kind
 }
 
-// request is every op's arguments in one map; an op reads the fields it
+// Request is every op's arguments in one map; an op reads the fields it
 // needs and ignores the others. Unknown fields are ignored too, so a newer
 // client can add optional ones without a version bump.
-type request struct {
+type Request struct {
 	V     int    `msgpack:"v"`
 	Op    string `msgpack:"op"`
 	Src   string `msgpack:"src,omitempty"`
@@ -88,51 +76,66 @@ type request struct {
 	Force bool   `msgpack:"force,omitempty"`
 }
 
-// response is the answer to one request. Err is "" on success; Result is
-// nil on error and for ops without a result.
-type response struct {
+// Response is the answer to one request, as the server writes it. Err is
+// "" on success; Result is nil on error and for ops without a result.
+type Response struct {
 	V      int         `msgpack:"v"`
 	Err    string      `msgpack:"err"`
 	Kind   string      `msgpack:"errkind"`
 	Result interface{} `msgpack:"result"`
 }
 
-// rawResponse is how the client reads a response: the result is decoded
+// RawResponse is how the client reads a response: the result is decoded
 // once the op's result type is known.
-type rawResponse struct {
+type RawResponse struct {
 	V      int                `msgpack:"v"`
 	Err    string             `msgpack:"err"`
 	Kind   string             `msgpack:"errkind"`
 	Result msgpack.RawMessage `msgpack:"result"`
 }
 
-// Results.
+// Results: the "result" of each op, field for field as on the wire.
 
-type wireSnapshot struct {
+// Snapshot is a snapshot map (snapshot_create, snapshot_list, describe).
+type Snapshot struct {
 	Name    string `msgpack:"name"`
 	ID      uint64 `msgpack:"id"`
 	Vol     uint64 `msgpack:"vol"`
 	Created int64  `msgpack:"created"` // Unix nanoseconds
 	Size    uint64 `msgpack:"size"`
-	Blocks  uint64 `msgpack:"blocks"`
+	Blocks  uint64 `msgpack:"blocks"` // mapped BlockSize blocks
 }
 
-type wireClone struct {
+// BlockSize is the unit of Snapshot.Blocks (4 KiB, fs.BlockSize).
+const BlockSize = 4096
+
+// CreatedTime is Created as a time; the zero time if unknown (0).
+func (s Snapshot) CreatedTime() time.Time {
+	if s.Created == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, s.Created)
+}
+
+// Clone is clone's result.
+type Clone struct {
 	Ino uint64 `msgpack:"ino"`
 }
 
-type wireDescription struct {
-	Ino          uint64         `msgpack:"ino"`
-	Size         uint64         `msgpack:"size"`
-	Allocated    uint64         `msgpack:"allocated"`
-	Unique       uint64         `msgpack:"unique"`
-	Shared       uint64         `msgpack:"shared"`
-	SnapshotOnly uint64         `msgpack:"snapshot_only"`
-	Origin       string         `msgpack:"origin"`
-	Snapshots    []wireSnapshot `msgpack:"snapshots"`
+// Description is describe's result.
+type Description struct {
+	Ino          uint64     `msgpack:"ino"`
+	Size         uint64     `msgpack:"size"`
+	Allocated    uint64     `msgpack:"allocated"`
+	Unique       uint64     `msgpack:"unique"`
+	Shared       uint64     `msgpack:"shared"`
+	SnapshotOnly uint64     `msgpack:"snapshot_only"`
+	Origin       string     `msgpack:"origin"`
+	Snapshots    []Snapshot `msgpack:"snapshots"`
 }
 
-type wireUsage struct {
+// Usage is df's result.
+type Usage struct {
 	Files           int    `msgpack:"files"`
 	Snapshots       int    `msgpack:"snapshots"`
 	Logical         uint64 `msgpack:"logical"`
@@ -144,7 +147,8 @@ type wireUsage struct {
 	Segments        int    `msgpack:"segments"`
 }
 
-type wireCompact struct {
+// Compaction is compact's result.
+type Compaction struct {
 	Segments int    `msgpack:"segments"`
 	Moved    uint64 `msgpack:"moved"`
 	Freed    uint64 `msgpack:"freed"`
@@ -152,25 +156,26 @@ type wireCompact struct {
 
 // Frames.
 
+// Errors of ReadFrame.
 var (
-	errTooBig = fmt.Errorf("control: frame larger than %d bytes", MaxFrame)
-	errEmpty  = errors.New("control: empty frame")
+	ErrTooBig = fmt.Errorf("control: frame larger than %d bytes", MaxFrame)
+	ErrEmpty  = errors.New("control: empty frame")
 )
 
-// readFrame reads one length-prefixed frame. It returns errTooBig without
+// ReadFrame reads one length-prefixed frame. It returns ErrTooBig without
 // reading the body of an oversized frame, io.EOF on a clean end between
 // frames and io.ErrUnexpectedEOF on a truncated one.
-func readFrame(r io.Reader) ([]byte, error) {
+func ReadFrame(r io.Reader) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
 	if n > MaxFrame {
-		return nil, errTooBig
+		return nil, ErrTooBig
 	}
 	if n == 0 {
-		return nil, errEmpty
+		return nil, ErrEmpty
 	}
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r, b); err != nil {
@@ -182,8 +187,8 @@ func readFrame(r io.Reader) ([]byte, error) {
 	return b, nil
 }
 
-// writeFrame encodes v with msgpack and writes it as one frame.
-func writeFrame(w io.Writer, v interface{}) error {
+// WriteFrame encodes v with msgpack and writes it as one frame.
+func WriteFrame(w io.Writer, v interface{}) error {
 	var buf bytes.Buffer
 	buf.Write([]byte{0, 0, 0, 0})
 	if err := msgpack.NewEncoder(&buf).Encode(v); err != nil {
@@ -191,16 +196,16 @@ func writeFrame(w io.Writer, v interface{}) error {
 	}
 	b := buf.Bytes()
 	if len(b)-4 > MaxFrame {
-		return errTooBig
+		return ErrTooBig
 	}
 	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
 	_, err := w.Write(b)
 	return err
 }
 
-// decode decodes exactly one msgpack value from b into v: trailing bytes
+// Decode decodes exactly one msgpack value from b into v: trailing bytes
 // make the frame malformed.
-func decode(b []byte, v interface{}) error {
+func Decode(b []byte, v interface{}) error {
 	r := bytes.NewReader(b)
 	if err := msgpack.NewDecoder(r).Decode(v); err != nil {
 		return err
@@ -211,23 +216,23 @@ func decode(b []byte, v interface{}) error {
 	return nil
 }
 
-// decodeRequest decodes a request frame body. The version is checked
+// DecodeRequest decodes a request frame body. The version is checked
 // before the rest is decoded, so that a newer client whose fields this
 // server cannot decode still gets a version error. The error kind is
 // KindProto or KindVersion.
-func decodeRequest(b []byte) (request, *Error) {
+func DecodeRequest(b []byte) (Request, *Error) {
 	var hdr struct {
 		V int `msgpack:"v"`
 	}
-	if err := decode(b, &hdr); err != nil {
-		return request{}, &Error{Kind: KindProto, Msg: "malformed request: " + err.Error()}
+	if err := Decode(b, &hdr); err != nil {
+		return Request{}, &Error{Kind: KindProto, Msg: "malformed request: " + err.Error()}
 	}
 	if hdr.V != Version {
-		return request{}, &Error{Kind: KindVersion, Msg: fmt.Sprintf("protocol version %d not supported (this mount speaks %d)", hdr.V, Version)}
+		return Request{}, &Error{Kind: KindVersion, Msg: fmt.Sprintf("protocol version %d not supported (this mount speaks %d)", hdr.V, Version)}
 	}
-	var req request
-	if err := decode(b, &req); err != nil {
-		return request{}, &Error{Kind: KindProto, Msg: "malformed request: " + err.Error()}
+	var req Request
+	if err := Decode(b, &req); err != nil {
+		return Request{}, &Error{Kind: KindProto, Msg: "malformed request: " + err.Error()}
 	}
 	return req, nil
 }

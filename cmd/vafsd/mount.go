@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vafs/vafs/cachessd"
+	"github.com/vafs/vafs/cmd/internal/vafscli"
 	"github.com/vafs/vafs/fs"
 	"github.com/vafs/vafs/fs/control"
 	"github.com/vafs/vafs/fs/fuse"
@@ -25,21 +26,7 @@ import (
 
 const readyEnv = "VAFS_READY_FD"
 
-func mountCmd() *cli.Command {
-	return &cli.Command{
-		Name:      "mount",
-		Usage:     "mount a data dir (foreground; --background to detach)",
-		ArgsUsage: "MOUNTPOINT",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "data", Value: defaultDataDir(), Usage: "data dir (metadata and blocks)"},
-			&cli.BoolFlag{Name: "background", Usage: "detach once the mount answers; logs go to DATA/vafs.log"},
-			&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request"},
-			&cli.BoolFlag{Name: "writeback-cache", Usage: "let the kernel cache writes (CAP_WRITEBACK_CACHE)"},
-		},
-		Action: runMount,
-	}
-}
-
+// runMount is `vafs mount`.
 func runMount(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return fmt.Errorf("mount takes one MOUNTPOINT (got %d arguments); see vafs mount --help", c.NArg())
@@ -181,7 +168,7 @@ func isFuseMount(mnt string) bool {
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 3 && unescape(f[1]) == mnt && strings.HasPrefix(f[2], "fuse") {
+		if len(f) >= 3 && vafscli.Unescape(f[1]) == mnt && strings.HasPrefix(f[2], "fuse") {
 			return true
 		}
 	}
@@ -201,7 +188,7 @@ func readyPipe() *os.File {
 	return os.NewFile(uintptr(fd), "ready")
 }
 
-// background starts `vafs mount` again in the foreground, detached, with
+// background starts `vafsd mount` again in the foreground, detached, with
 // its log in DATA/vafs.log, and returns once it reports the mount ready.
 func background(data, mnt string) error {
 	self, err := os.Executable()

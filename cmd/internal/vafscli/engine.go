@@ -1,0 +1,53 @@
+package vafscli
+
+import (
+	"github.com/urfave/cli/v2"
+)
+
+// The engine's commands: what opens the data dir (Pebble, the block
+// store) or mounts with go-fuse. Each takes the action that runs it:
+// cmd/vafsd's, or cmd/vafs's hand-over to cmd/vafsd.
+
+// Mount is `vafs mount`.
+func Mount(action cli.ActionFunc) *cli.Command {
+	return &cli.Command{
+		Name:      "mount",
+		Usage:     "mount a data dir (foreground; --background to detach)",
+		ArgsUsage: "MOUNTPOINT",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "data", Value: DefaultDataDir(), Usage: "data dir (metadata and blocks)"},
+			&cli.BoolFlag{Name: "background", Usage: "detach once the mount answers; logs go to DATA/vafs.log"},
+			&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request"},
+			&cli.BoolFlag{Name: "writeback-cache", Usage: "let the kernel cache writes (CAP_WRITEBACK_CACHE)"},
+		},
+		Action: action,
+	}
+}
+
+// Fsck is `vafs fsck`.
+func Fsck(action cli.ActionFunc) *cli.Command {
+	return &cli.Command{
+		Name:  "fsck",
+		Usage: "check a data dir offline: refcounts against the trees, and every block's checksum",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "data", Value: DefaultDataDir(), Usage: "data dir (must not be mounted)"},
+		},
+		Action: action,
+	}
+}
+
+// Debug is `vafs debug`, hidden: tools for developers. loopback runs
+// `vafs debug loopback SRC MNT`.
+func Debug(loopback cli.ActionFunc) *cli.Command {
+	return &cli.Command{
+		Name:   "debug",
+		Usage:  "tools for developers",
+		Hidden: true,
+		Subcommands: []*cli.Command{{
+			Name:      "loopback",
+			Usage:     "mount a bare go-fuse loopback of SRC at MNT (passthrough off), the benchmark yardstick",
+			ArgsUsage: "SRC MNT",
+			Action:    loopback,
+		}},
+	}
+}

@@ -1,0 +1,48 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The example in docs/control-socket.md is what the client sends.
+func TestDocExample(t *testing.T) {
+	const doc = "00 00 00 2e 84 a1 76 01 a2 6f 70 af 73 6e 61 70 73 68 6f 74 5f 63 72 65 61 74 65 a4 70 61 74 68 a9 76 6d 73 2f 61 2e 72 61 77 a4 6e 61 6d 65 a2 73 31"
+	var b bytes.Buffer
+	if err := WriteFrame(&b, Request{V: Version, Op: OpSnapshotCreate, Path: "vms/a.raw", Name: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(fmt.Sprintf("% x", b.Bytes())); got != doc {
+		t.Fatalf("frame\n%s\ndocs/control-socket.md says\n%s", got, doc)
+	}
+	md, err := os.ReadFile("../../../docs/control-socket.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(md), doc) {
+		t.Fatal("docs/control-socket.md no longer shows the example frame")
+	}
+}
+
+// A Snapshot's Created is Unix nanoseconds, 0 for unknown.
+func TestCreatedTime(t *testing.T) {
+	if !(Snapshot{}).CreatedTime().IsZero() {
+		t.Error("0 is not the zero time")
+	}
+	at := time.Unix(1764580000, 123456789)
+	if got := (Snapshot{Created: at.UnixNano()}).CreatedTime(); !got.Equal(at) {
+		t.Errorf("got %v, want %v", got, at)
+	}
+}
+
+func TestIsKind(t *testing.T) {
+	err := fmt.Errorf("rollback: %w", &Error{Kind: KindBusy, Msg: "file is open for writing"})
+	if !IsKind(err, KindBusy) || IsKind(err, KindIO) || IsKind(errors.New("busy"), KindBusy) {
+		t.Error("IsKind does not match on the kind alone")
+	}
+}
