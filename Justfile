@@ -55,11 +55,13 @@ setup:
     fi
     go mod download
 
-# Build the vafs binary into bin/vafs.
+# Build the two binaries into bin/: vafs (the command line) and vafsd (the engine it runs for mount, fsck and debug).
+# urfave_cli_no_docs drops urfave/cli's man-page generator (blackfriday, md2man), which vafs never uses and which
+# would add its start-up to every `vafs clone`.
 build:
-    go build -o bin/vafs ./cmd/vafs
+    go build -tags urfave_cli_no_docs -o bin/ ./cmd/vafs ./cmd/vafsd
 
-# The whole suite: vet, unit tests with the race detector, then the integration suite against bin/vafs.
+# The whole suite: vet, unit tests with the race detector, then the integration suite against bin/vafs (and bin/vafsd).
 test: setup build
     #!/usr/bin/env bash
     set -euo pipefail

@@ -107,7 +107,9 @@ func runMain(m *testing.M) int {
 	return code
 }
 
-// buildVafs builds ./cmd/vafs of the module that contains this package.
+// buildVafs builds ./cmd/vafs and the engine it runs, ./cmd/vafsd, of the
+// module that contains this package, into one directory (vafs looks for
+// vafsd next to itself), as `just build` does.
 func buildVafs(root string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -119,13 +121,13 @@ func buildVafs(root string) (string, error) {
 	if gomod == "" || gomod == os.DevNull {
 		return "", errors.New("not inside a Go module")
 	}
-	bin := filepath.Join(root, "bin", "vafs")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/vafs")
+	dir := filepath.Join(root, "bin")
+	cmd := exec.CommandContext(ctx, "go", "build", "-tags", "urfave_cli_no_docs", "-o", dir+"/", "./cmd/vafs", "./cmd/vafsd")
 	cmd.Dir = filepath.Dir(gomod)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/vafs: %w\n%s", err, out)
+		return "", fmt.Errorf("go build ./cmd/vafs ./cmd/vafsd: %w\n%s", err, out)
 	}
-	return bin, nil
+	return filepath.Join(dir, "vafs"), nil
 }
 
 // procMounts returns the mountpoints in /proc/mounts, unescaped, in mount order.

@@ -53,6 +53,20 @@ func TestCommandsOnAMount(t *testing.T) {
 			t.Errorf("control socket left after unmount: %v", err)
 		}
 	})
+	// The mount process is the engine, under the name vafs was run by.
+	lock, err := os.ReadFile(filepath.Join(data, "LOCK"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := strings.TrimSpace(string(lock))
+	exe, err := os.Readlink("/proc/" + pid + "/exe")
+	if err != nil || exe != engine {
+		t.Errorf("mount process %s runs %q (%v), want %s", pid, exe, err, engine)
+	}
+	if cmdline, err := os.ReadFile("/proc/" + pid + "/cmdline"); err != nil || !strings.HasPrefix(string(cmdline), "vafs\x00mount\x00") {
+		// TestMain runs main with argv[0] "vafs".
+		t.Errorf("mount process %s has argv %q (%v), want vafs's argv[0], vafs", pid, cmdline, err)
+	}
 	st, err := os.Stat(filepath.Join(data, "control.sock"))
 	if err != nil || st.Mode()&os.ModeSocket == 0 || st.Mode().Perm() != 0o600 {
 		t.Fatalf("control socket once mounted: %v, %v", st, err)

@@ -21,13 +21,15 @@ const (
 // with vafsd and the same arguments, once urfave/cli has parsed them here
 // (so --help is answered here, from the same definitions). The pid stays
 // the same: `vafs mount` in the foreground, under systemd or a shell, is
-// signalled and waited for as before.
+// signalled and waited for as before. argv[0] stays too, so that ps and
+// anything reading /proc/PID/cmdline still see `vafs mount ...` (the
+// process name, comm, becomes vafsd).
 func runEngine(c *cli.Context) error {
 	path, err := enginePath()
 	if err != nil {
 		return err
 	}
-	argv := append([]string{path}, os.Args[1:]...)
+	argv := append([]string{os.Args[0]}, os.Args[1:]...)
 	if err := syscall.Exec(path, argv, os.Environ()); err != nil {
 		return fmt.Errorf("run the engine %s: %w", path, err)
 	}

@@ -212,6 +212,7 @@ func background(data, mnt string) error {
 		return err
 	}
 	cmd := exec.Command(self, args...)
+	cmd.Args[0] = os.Args[0] // vafs's, as runEngine keeps it: ps shows `vafs mount ...`
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.ExtraFiles = []*os.File{pw}
 	cmd.Env = append(os.Environ(), readyEnv+"=3")

@@ -65,7 +65,7 @@ func serve(f engine, path string, lg *log.Logger) (*Server, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("control: remove stale socket: %w", err)
 	}
-	ln, err := wire.ListenUnix(path)
+	ln, err := listenUnix(path)
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}

@@ -276,7 +276,7 @@ func TestLongSocketPath(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if len(filepath.Join(dir, SocketName)) <= 107 { // sun_path room, wire/sock.go
+	if len(filepath.Join(dir, SocketName)) <= wire.MaxSunPath {
 		t.Fatal("path not long enough for the test")
 	}
 	s, err := Serve(openFS(t), filepath.Join(dir, SocketName), nil)

@@ -365,6 +365,9 @@ func preflight(cfg *config) error {
 			if _, err := os.Stat(cfg.vafsBin); err != nil {
 				return fmt.Errorf("%s %s needs the vafs binary: %v (run `npx -y rust-just build` or pass -vafs)", u.what, u.name, err)
 			}
+			if _, err := os.Stat(engineBin(cfg)); err != nil && os.Getenv("VAFS_ENGINE") == "" {
+				return fmt.Errorf("%s %s needs the engine vafs runs for mount and debug, next to it: %v (run `npx -y rust-just build`, which builds both)", u.what, u.name, err)
+			}
 		}
 		if _, err := os.Stat("/dev/fuse"); err != nil {
 			return fmt.Errorf("%s %s needs /dev/fuse: %v", u.what, u.name, err)
@@ -384,4 +387,14 @@ func sizeString(b int64) string {
 	default:
 		return fmt.Sprintf("%d MiB", b>>20)
 	}
+}
+
+// engineBin is vafsd, the engine that cfg.vafsBin runs for mount and
+// debug (cmd/vafs looks for it in the same directory first): it holds
+// go-fuse, and it is what the mount processes execute.
+func engineBin(cfg *config) string {
+	if e := os.Getenv("VAFS_ENGINE"); e != "" {
+		return e
+	}
+	return filepath.Join(filepath.Dir(cfg.vafsBin), "vafsd")
 }

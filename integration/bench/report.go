@@ -90,8 +90,8 @@ func collectEnv(ctx context.Context, cfg *config) env {
 		if out, err := runCmd(ctx, 10*time.Second, cfg.vafsBin, "version"); err == nil {
 			e.vafs = firstLine(out)
 		}
-		// The loopback is go-fuse as linked into the vafs binary.
-		if out, err := runCmd(ctx, 10*time.Second, "go", "version", "-m", cfg.vafsBin); err == nil {
+		// The loopback is go-fuse as linked into the engine.
+		if out, err := runCmd(ctx, 10*time.Second, "go", "version", "-m", engineBin(cfg)); err == nil {
 			for _, l := range strings.Split(out, "\n") {
 				if f := strings.Fields(l); len(f) >= 3 && f[0] == "dep" && f[1] == "github.com/hanwen/go-fuse/v2" {
 					e.gofuse = f[2]

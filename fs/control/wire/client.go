@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"path/filepath"
 	"sync"
 	"time"
@@ -17,14 +16,14 @@ const SocketName = "control.sock"
 // sequential (a mutex serialises them); the connection is reused.
 type Client struct {
 	mu   sync.Mutex
-	conn net.Conn
+	conn conn
 	path string
 }
 
 // Dial connects to the control socket of the mount serving dataDir.
 func Dial(dataDir string) (*Client, error) {
 	path := filepath.Join(dataDir, SocketName)
-	c, err := DialUnix(path)
+	c, err := dialUnix(path)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the mount of %s through %s (is it mounted by this vafs version?): %w", dataDir, path, err)
 	}

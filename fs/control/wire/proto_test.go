@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -44,5 +46,27 @@ func TestIsKind(t *testing.T) {
 	err := fmt.Errorf("rollback: %w", &Error{Kind: KindBusy, Msg: "file is open for writing"})
 	if !IsKind(err, KindBusy) || IsKind(err, KindIO) || IsKind(errors.New("busy"), KindBusy) {
 		t.Error("IsKind does not match on the kind alone")
+	}
+}
+
+// The client's connection goes through the runtime poller, so that its
+// write deadline works (a plain blocking *os.File would refuse it).
+func TestDialPollable(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("unix", filepath.Join(dir, SocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := Dial(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.conn.SetWriteDeadline(time.Now().Add(time.Minute)); err != nil {
+		t.Fatalf("SetWriteDeadline: %v", err)
+	}
+	if _, err := Dial(t.TempDir()); err == nil || !strings.Contains(err.Error(), "cannot reach the mount") {
+		t.Fatalf("Dial without a socket: %v", err)
 	}
 }
