@@ -4,7 +4,8 @@
 // itself with vafsd for these commands (same pid, same arguments), so
 // that the other commands, which only talk to a running mount, do not
 // pay for linking the engine at every start. The long-lived mount
-// process is the daemon: ps and systemd show it as vafsd.
+// process is the daemon: its name (comm, what ps -e and pgrep show) is
+// vafsd, while its argv stays vafs's ("vafs mount ...").
 //
 // The commands' flags and help are cmd/internal/vafscli's, shared with
 // vafs; each file here only parses, calls fs, fs/fuse and cachessd, and
