@@ -356,7 +356,7 @@ func cloneMethod(cfg *config) string {
 		"with the number of runs in parentheses. `vafs version` runs right before each `vafs clone`, and the "+
 		"`vafs clone` − `vafs version` row is the median of the per-pair differences: roughly what the clone costs "+
 		"beyond starting a process, which on a loaded machine can alone exceed the goal. "+
-		"The control-socket row sends the CLI's request (fs/control `Client.Clone`, docs/control-socket.md) on one "+
+		"The control-socket row sends the CLI's request (fs/control/wire `Client.Clone`, docs/control-socket.md) on one "+
 		"connection opened beforehand, from the bench process: the clone's cost in the mount plus one round trip. "+
 		"Before each `cp`, `sync; echo 3 > /proc/sys/vm/drop_caches`, so cp reads SRC from the disk (vafs: from its segment files). "+
 		"`vafs clone` is durable on return (docs/cli-snapshots.md); a `cp` is not until the `sync` after it, "+

@@ -31,7 +31,7 @@
 // libfuse3). The command always unmounts what it mounted and stops what it
 // started, also on failure and on SIGINT/SIGTERM.
 //
-// It uses the standard library only, but for fs/control (the clone
+// It uses the standard library only, but for fs/control/wire (the clone
 // section times a clone over the mount's control socket), so it runs with
 // `go run` and no setup.
 package main
