@@ -456,3 +456,10 @@ func TestUnknownFieldsIgnored(t *testing.T) {
 		t.Fatalf("got %q (%s), want the op's own %s error", r.Err, r.Kind, wire.KindInvalid)
 	}
 }
+
+// wire cannot import fs, so it states the unit of Snapshot.Blocks itself.
+func TestWireBlockSize(t *testing.T) {
+	if wire.BlockSize != fs.BlockSize {
+		t.Fatalf("wire.BlockSize %d, fs.BlockSize %d", wire.BlockSize, fs.BlockSize)
+	}
+}
