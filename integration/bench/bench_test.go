@@ -171,3 +171,31 @@ func TestQcowChain(t *testing.T) {
 		break
 	}
 }
+
+func TestProcCounters(t *testing.T) {
+	cpu0, _, err := procCounters(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Burn CPU until the counter moves (it ticks every 10 ms).
+	deadline := time.Now().Add(5 * time.Second)
+	x := 0
+	for {
+		for i := 0; i < 1e6; i++ {
+			x += i
+		}
+		cpu1, _, err := procCounters(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cpu1 > cpu0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CPU time did not move from %v in 5 s of spinning (x=%d)", cpu0, x)
+		}
+	}
+	if _, err := mountPID("/nonexistent/mount/point"); err == nil {
+		t.Fatal("mountPID found a process serving a mount point that does not exist")
+	}
+}

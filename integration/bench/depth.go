@@ -41,6 +41,19 @@ type depthResult struct {
 	chain   int64                                     // bytes of the qcow2 chain at the last depth
 	df      *dfUsage                                  // vafs df of the snapshotted volume's mount at the last depth
 	dfErr   error
+	work    map[int]map[string]readWork // depth -> vafs kind -> cold work per read
+}
+
+// readWork is what one cold 4k read cost the vafs mount process, from its
+// own counters (/proc/PID/stat and /proc/PID/io) around a fixed number of
+// reads: CPU time and bytes it caused to be read from the disk. Unlike
+// IOPS, these do not move with the load of the machine or with how fast
+// the virtual disk under it answers at that moment.
+type readWork struct {
+	reads     int64
+	cpu       time.Duration // per read
+	diskBytes float64       // per read
+	err       error
 }
 
 func (d *depthResult) set(depth int, kind string, r row, m measurement) {
@@ -70,7 +83,8 @@ func runDepthSection(ctx context.Context, cfg *config, td *teardown) (*sectionOu
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(maxDepth)+256 {
 		return out, fmt.Errorf("the open file limit (%d) is too low for a qcow2 chain of %d images; raise it with ulimit -n", lim.Cur, maxDepth+1)
 	}
-	res := &depthResult{m: map[int]map[string]map[string]measurement{}, snap: map[int]samples{}, overlay: map[int]samples{}}
+	res := &depthResult{m: map[int]map[string]map[string]measurement{}, snap: map[int]samples{}, overlay: map[int]samples{},
+		work: map[int]map[string]readWork{}}
 	err := depthRun(ctx, cfg, td, res)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
@@ -224,11 +238,189 @@ func measureDepth(ctx context.Context, cfg *config, td *teardown, dir string, de
 			}
 			res.set(depth, kind, r, m)
 		}
+		if kind != "qcow2" {
+			w := measureWork(ctx, cfg, t)
+			if w.err != nil {
+				errs = append(errs, fmt.Errorf("depth %d: %s: work per read: %w", depth, kind, w.err))
+			}
+			if res.work[depth] == nil {
+				res.work[depth] = map[string]readWork{}
+			}
+			res.work[depth][kind] = w
+		}
+		// Warm: the whole volume read once in order through the mount (or
+		// the export), then the same jobs with the caches left as they
+		// are. The disk is out of the picture; what is left is the cost
+		// of finding a block, which is what a deeper history could raise.
+		logf("depth %d: warming %s", depth, kind)
+		if _, err := fioRun(ctx, t.dir, "warmup", t.file, warmupArgs(cfg.size), 30*time.Minute); err != nil {
+			errs = append(errs, fmt.Errorf("depth %d: %s: warm-up read: %w", depth, kind, err))
+		} else {
+			for _, r := range depthRows {
+				logf("depth %d: %s %s (warm)", depth, r.label(), kind)
+				m, err := runJobWarm(ctx, cfg, t, r)
+				if err != nil {
+					if ctx.Err() != nil {
+						_ = sub.run()
+						return ctx.Err()
+					}
+					errs = append(errs, fmt.Errorf("depth %d: %s %s (warm): %w", depth, kind, r.label(), err))
+					m = measurement{err: err}
+				}
+				res.set(depth, warmKind(kind), r, m)
+			}
+		}
 		if err := sub.run(); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func warmKind(kind string) string { return kind + " (warm)" }
+
+// warmupArgs read a volume once, in order, around the kernel's cache of
+// the FUSE file (direct), so the daemon behind it caches what it reads.
+func warmupArgs(size int64) []string {
+	return []string{"--name=warmup", "--rw=read", "--bs=1M", "--ioengine=psync", "--iodepth=1", "--direct=1",
+		"--size=" + strconv.FormatInt(size, 10)}
+}
+
+// workReads is how many cold reads measureWork times.
+const workReads = 20000
+
+// measureWork drops the caches and reads workReads random 4k blocks of
+// t.file at queue depth 1, sampling the mount process's counters around
+// the job.
+func measureWork(ctx context.Context, cfg *config, t *target) readWork {
+	pid, err := mountPID(filepath.Dir(t.file))
+	if err != nil {
+		return readWork{err: err}
+	}
+	n := int64(min(workReads, cfg.size/4096))
+	dropCaches()
+	cpu0, io0, err := procCounters(pid)
+	if err != nil {
+		return readWork{err: err}
+	}
+	args := []string{"--name=work", "--rw=randread", "--bs=4k", "--ioengine=psync", "--iodepth=1", "--direct=1",
+		"--size=" + strconv.FormatInt(cfg.size, 10), "--number_ios=" + strconv.FormatInt(n, 10), "--randrepeat=0"}
+	out, err := fioRun(ctx, t.dir, "work", t.file, args, 10*time.Minute)
+	if err != nil {
+		return readWork{err: err}
+	}
+	cpu1, io1, err := procCounters(pid)
+	if err != nil {
+		return readWork{err: err}
+	}
+	if len(out.Jobs) != 1 || out.Jobs[0].Read.TotalIOs == 0 {
+		return readWork{err: fmt.Errorf("fio measured no reads")}
+	}
+	reads := out.Jobs[0].Read.TotalIOs
+	return readWork{reads: reads, cpu: (cpu1 - cpu0) / time.Duration(reads), diskBytes: float64(io1-io0) / float64(reads)}
+}
+
+// mountPID finds the process serving the vafs mount at mnt: the one whose
+// command line is a mount of mnt.
+func mountPID(mnt string) (int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	var found []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		isMount, hasMnt := false, false
+		for _, a := range args {
+			isMount = isMount || a == "mount"
+			hasMnt = hasMnt || a == mnt
+		}
+		if isMount && hasMnt {
+			found = append(found, pid)
+		}
+	}
+	if len(found) != 1 {
+		return 0, fmt.Errorf("want one process serving %s, found %v", mnt, found)
+	}
+	return found[0], nil
+}
+
+// procCounters are a process's CPU time (user + system, all threads) and
+// the bytes it caused to be read from storage (read_bytes of /proc/PID/io:
+// page cache misses and readahead, not hits).
+func procCounters(pid int) (time.Duration, int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields after the name", pid, len(f))
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(io), "\n") {
+		if v, ok := strings.CutPrefix(line, "read_bytes: "); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return time.Duration(ut+st) * tick, n, err
+		}
+	}
+	return 0, 0, fmt.Errorf("/proc/%d/io has no read_bytes", pid)
+}
+
+// depthIOPSTable is one row's IOPS table; name maps a volume kind to the
+// kind its measurements are stored under (cold or warm).
+func depthIOPSTable(res *depthResult, r row, name func(string) string) string {
+	header := []string{"depth (" + r.label() + ")"}
+	for _, k := range depthKinds {
+		header = append(header, k, k+" ×d0")
+	}
+	header = append(header, "vafs/control", "vafs/qcow2")
+	var body [][]string
+	for _, d := range res.depths {
+		line := []string{thousands(float64(d))}
+		for _, k := range depthKinds {
+			m, ok := res.get(d, name(k), r)
+			m0, ok0 := res.get(0, name(k), r)
+			switch {
+			case !ok:
+				line = append(line, "failed", "–")
+			case !ok0 || m0.iops == 0:
+				line = append(line, thousands(m.iops), "–")
+			default:
+				line = append(line, thousands(m.iops), fmt.Sprintf("%.2f×", m.iops/m0.iops))
+			}
+		}
+		ratio := func(a, c string) string {
+			ma, oka := res.get(d, name(a), r)
+			mc, okc := res.get(d, name(c), r)
+			if !oka || !okc || mc.iops == 0 {
+				return "–"
+			}
+			return fmt.Sprintf("%.2f×", ma.iops/mc.iops)
+		}
+		line = append(line, ratio("vafs", "control"), ratio("vafs", "qcow2"))
+		body = append(body, line)
+	}
+	return mdTable(header, body)
 }
 
 // roundWrites are the blocks a round writes, the same for all three
@@ -354,45 +546,46 @@ func depthMethod(cfg *config) string {
 		"mounted again, and the chain's top image is exported by a fresh qemu-storage-daemon, as in the fio section's "+
 		"`qsd` target (the backing chain opened from the image headers), stopped after its jobs. "+
 		"Before each depth, `vafs snapshot list --json` must show exactly that many snapshots. Ratios `×d0` are IOPS "+
-		"against the same volume at depth 0.\n")
+		"against the same volume at depth 0.\n\n")
+	fmt.Fprintf(&b, "Cold IOPS measure the disk as much as vafs: on this virtual disk the latency of a read depends on where "+
+		"and when the block was written and on what the host is doing, and it moves between runs minutes apart; the "+
+		"`control` column, read at the same moments, shows how much. So two more measurements per depth:\n\n")
+	fmt.Fprintf(&b, "- Work per cold read, vafs volumes only: after the cold jobs, the caches are dropped again and %s random "+
+		"4k reads run at queue depth 1 (`fio --number_ios`); the mount process's CPU time (utime + stime, /proc/PID/stat) "+
+		"and the bytes it caused to be read from the disk (read_bytes, /proc/PID/io) are sampled around the job and "+
+		"divided by the reads fio counted. These are the mount's own counters: they do not move with the disk's speed.\n", thousands(workReads))
+	fmt.Fprintf(&b, "- Warm caches: each volume is read once in order (`fio %s`, through the mount or the export), then the "+
+		"two jobs run again without dropping the caches. The disk is out of the picture; what is left is the cost of "+
+		"finding a block, which is what a deeper history could raise.\n", strings.Join(warmupArgs(cfg.size), " "))
 	return b.String()
 }
 
 func renderDepth(cfg *config, res *depthResult) string {
 	var b strings.Builder
 	for _, r := range depthRows {
-		header := []string{"depth (" + r.label() + ")"}
-		for _, k := range depthKinds {
-			header = append(header, k, k+" ×d0")
-		}
-		header = append(header, "vafs/control", "vafs/qcow2")
-		var body [][]string
-		for _, d := range res.depths {
-			line := []string{thousands(float64(d))}
-			for _, k := range depthKinds {
-				m, ok := res.get(d, k, r)
-				m0, ok0 := res.get(0, k, r)
-				switch {
-				case !ok:
-					line = append(line, "failed", "–")
-				case !ok0 || m0.iops == 0:
-					line = append(line, thousands(m.iops), "–")
-				default:
-					line = append(line, thousands(m.iops), fmt.Sprintf("%.2f×", m.iops/m0.iops))
-				}
+		fmt.Fprintf(&b, "%s IOPS, cold caches:\n\n%s\n", r.label(), depthIOPSTable(res, r, func(k string) string { return k }))
+	}
+	for _, r := range depthRows {
+		fmt.Fprintf(&b, "%s IOPS, warm caches:\n\n%s\n", r.label(), depthIOPSTable(res, r, warmKind))
+	}
+	var workBody [][]string
+	for _, d := range res.depths {
+		line := []string{thousands(float64(d))}
+		for _, k := range []string{"vafs", "control"} {
+			w, ok := res.work[d][k]
+			if !ok || w.err != nil {
+				line = append(line, "–", "–")
+				continue
 			}
-			ratio := func(a, c string) string {
-				ma, oka := res.get(d, a, r)
-				mc, okc := res.get(d, c, r)
-				if !oka || !okc || mc.iops == 0 {
-					return "–"
-				}
-				return fmt.Sprintf("%.2f×", ma.iops/mc.iops)
-			}
-			line = append(line, ratio("vafs", "control"), ratio("vafs", "qcow2"))
-			body = append(body, line)
+			line = append(line, fmt.Sprintf("%.1f µs", float64(w.cpu)/float64(time.Microsecond)), fmt.Sprintf("%s B", thousands(w.diskBytes)))
 		}
-		fmt.Fprintf(&b, "%s IOPS:\n\n%s\n", r.label(), mdTable(header, body))
+		workBody = append(workBody, line)
+	}
+	if len(workBody) != 0 {
+		fmt.Fprintf(&b, "Work per cold read (%s random 4k reads at queue depth 1 after dropping the caches; the mount process's "+
+			"CPU time, user + system, and the bytes it had read from the disk, from /proc/PID/stat and /proc/PID/io):\n\n%s\n",
+			thousands(workReads), mdTable([]string{"depth", "vafs CPU / read", "vafs disk bytes / read", "control CPU / read",
+				"control disk bytes / read"}, workBody))
 	}
 
 	latHeader := []string{"depth (" + depthRows[0].label() + ")"}

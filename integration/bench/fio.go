@@ -105,6 +105,11 @@ func prefill(ctx context.Context, cfg *config, t *target) error {
 
 func runJob(ctx context.Context, cfg *config, t *target, r row) (measurement, error) {
 	dropCaches()
+	return runJobWarm(ctx, cfg, t, r)
+}
+
+// runJobWarm is runJob without dropping the caches first.
+func runJobWarm(ctx context.Context, cfg *config, t *target, r row) (measurement, error) {
 	out, err := fio(ctx, cfg, t, r.id(), jobArgs(cfg, r), cfg.runtime+cfg.ramp+5*time.Minute)
 	if err != nil {
 		return measurement{}, err
@@ -168,7 +173,8 @@ type fioOutput struct {
 }
 
 type fioSide struct {
-	IOPS    float64 `json:"iops"`
+	IOPS     float64 `json:"iops"`
+	TotalIOs int64   `json:"total_ios"`
 	BWBytes int64   `json:"bw_bytes"`
 	ClatNs  struct {
 		Percentile map[string]float64 `json:"percentile"`
