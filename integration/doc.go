@@ -4,7 +4,8 @@
 //
 // The tests need root and /dev/fuse and skip (saying so) without them; a test whose
 // client program is missing skips with the program's name. The binary under test is
-// $VAFS_BIN, or else TestMain builds ./cmd/vafs into a temp dir.
+// $VAFS_BIN (with its engine, vafsd, beside it), or else TestMain builds ./cmd/vafs and
+// ./cmd/vafsd into a temp dir.
 //
 // What is covered: qemu-img (create/info/map/check/convert/compare/resize, 16 TiB),
 // qemu-io (page cache, O_DIRECT with threads and native AIO, unaligned, zero
