@@ -175,8 +175,8 @@ type fioOutput struct {
 type fioSide struct {
 	IOPS     float64 `json:"iops"`
 	TotalIOs int64   `json:"total_ios"`
-	BWBytes int64   `json:"bw_bytes"`
-	ClatNs  struct {
+	BWBytes  int64   `json:"bw_bytes"`
+	ClatNs   struct {
 		Percentile map[string]float64 `json:"percentile"`
 	} `json:"clat_ns"`
 }
