@@ -5,6 +5,7 @@ package blocks
 //
 // Contract:
 //   - Create makes a new, empty segment; ErrExists if it is already there.
+//     It is durable once created, or, for a NameSyncer, after SyncNames.
 //   - Open opens an existing segment for reading (and, for an open segment,
 //     appending); ErrNotFound if absent.
 //   - Remove is idempotent: removing a missing segment is not an error.
@@ -18,6 +19,16 @@ type Store interface {
 	Remove(id SegmentID) error
 	List() ([]SegmentID, error)
 	Space() (total, free uint64, err error)
+}
+
+// NameSyncer is a Store whose Create does not by itself make the new
+// segment's name durable (a directory of files: the directory's fsync is
+// what does). SyncNames makes the names of all segments created before it
+// durable. The Log calls it in Sync, before it syncs the files of segments
+// created since its last call, so that a commit never refers to a segment
+// that a crash could lose; segment creation stays off the append path.
+type NameSyncer interface {
+	SyncNames() error
 }
 
 // SegmentFile is one segment object. ReadAt and WriteAt are safe for

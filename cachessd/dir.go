@@ -20,7 +20,10 @@ type Dir struct {
 	path string
 }
 
-var _ blocks.Store = (*Dir)(nil)
+var (
+	_ blocks.Store      = (*Dir)(nil)
+	_ blocks.NameSyncer = (*Dir)(nil)
+)
 
 // OpenDir opens (creating if needed) a segment directory.
 func OpenDir(path string) (*Dir, error) {
@@ -104,16 +107,18 @@ func (d *Dir) Create(id blocks.SegmentID) (blocks.SegmentFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cachessd: %w", err)
 	}
-	// The new name must survive a crash once a commit refers to it.
-	if err := syncDir(d.path); err != nil {
-		f.Close()
-		return nil, err
-	}
+	// The name is made durable by SyncNames, which the log calls before
+	// any commit can refer to the segment: a directory fsync here, per
+	// segment, would stall the appends that roll to a new segment.
 	if df, err := os.OpenFile(d.name(id), os.O_WRONLY|syscall.O_DIRECT, 0); err == nil {
 		return &directFile{segFile: segFile{f}, direct: df}, nil
 	}
 	return segFile{f}, nil
 }
+
+// SyncNames makes the names of the segments created so far durable
+// (blocks.NameSyncer): one fsync of the directory.
+func (d *Dir) SyncNames() error { return syncDir(d.path) }
 
 func (d *Dir) Open(id blocks.SegmentID) (blocks.SegmentFile, error) {
 	f, err := os.OpenFile(d.name(id), os.O_RDWR, 0)
