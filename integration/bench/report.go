@@ -359,7 +359,8 @@ func renderFio(cfg *config, res results, failed map[string]string) *sectionOut {
 	fmt.Fprintf(&m, "Then each row runs, for example the first one:\n\n")
 	fmt.Fprintf(&m, "    fio %s --filename=FILE --output-format=json\n\n", strings.Join(jobArgs(cfg, rows[0]), " "))
 	fmt.Fprintf(&m, "Rows vary only `--rw` (randread, randwrite, read, write), `--bs` (4k for random, 1M for sequential) and "+
-		"`--ioengine`/`--iodepth` (psync/1, libaio/16). Figures are IOPS, with MiB/s in parentheses for 1M rows; "+
+		"`--ioengine`/`--iodepth` (psync/1, libaio/16); the last two rows add `--fdatasync=64` (an fdatasync after every 64 writes, "+
+		"64 MiB), so their data must reach the disk during the job on every target. Figures are IOPS, with MiB/s in parentheses for 1M rows; "+
 		"ratios are IOPS ratios (the same as bandwidth ratios). Each job runs a %s ramp (not measured), then is measured for %s.\n\n", cfg.ramp, cfg.runtime)
 	fmt.Fprintf(&m, "Targets:\n\n")
 	for _, t := range targets {
