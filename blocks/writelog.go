@@ -150,7 +150,6 @@ type Log struct {
 	names    uint64     // segments created (for NameSyncer stores)
 	segs     map[SegmentID]*openSeg
 	nchunks  int
-	free     [][]byte // recycled chunk buffers
 	flushq   chan *chunk
 	flushWG  sync.WaitGroup
 	flushErr error // a flush failed; appends stop until a Sync rewrites it
@@ -396,13 +395,10 @@ func (l *Log) newChunk(s *openSeg) error {
 		}
 		s.allocTo = to
 	}
-	if k := len(l.free); k > 0 && int64(cap(l.free[k-1])) >= size {
-		ch.buf = l.free[k-1][:size]
-		l.free = l.free[:k-1]
-		clear(ch.buf[int64(ch.n)*RecordSize:])
-	} else {
-		ch.buf = alignedBuf(int(max(size, alignUp(chunkBytes))))[:size]
-	}
+	ch.buf = getChunkBuf()[:size]
+	// A reused buffer holds old records: the tail past n records must read
+	// as zeros in the file.
+	clear(ch.buf[int64(ch.n)*RecordSize:])
 	l.nchunks++
 	s.cur = ch
 	s.chunks[c] = ch
@@ -470,10 +466,8 @@ func (l *Log) dropChunk(ch *chunk) {
 	buf := ch.buf
 	ch.buf = nil
 	ch.rw.Unlock()
+	putChunkBuf(buf)
 	l.mu.Lock()
-	if len(l.free) < maxChunks && cap(buf) >= chunkBytes {
-		l.free = append(l.free, buf)
-	}
 	l.cond.Broadcast()
 	l.mu.Unlock()
 }
