@@ -49,14 +49,16 @@ func getChunkBuf() []byte {
 		return b
 	}
 	p.mu.Unlock()
-	m := (chunkBufSize + hugePage - 1) / hugePage * hugePage
-	// One huge page more than needed, to align the start.
-	mem, err := syscall.Mmap(-1, 0, m+hugePage, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
+	// One huge page more than needed, to align the start. Only the first
+	// 2 MiB are advised: the chunk's last 20 KiB stay in small pages rather
+	// than pin a second huge page (they add five runs to the request, which
+	// still fits in one).
+	mem, err := syscall.Mmap(-1, 0, chunkBufSize+hugePage, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
 	if err != nil {
 		return alignedBuf(chunkBufSize)
 	}
 	off := int(-uintptr(unsafe.Pointer(&mem[0])) & (hugePage - 1))
-	_ = syscall.Madvise(mem[off:off+m], madvHugepage)
+	_ = syscall.Madvise(mem[off:off+hugePage], madvHugepage)
 	b := mem[off : off+chunkBufSize : off+chunkBufSize]
 	p.mu.Lock()
 	if p.mapped == nil {
