@@ -218,8 +218,15 @@ func (f *FS) startCompactor() *compactor {
 }
 
 func (f *FS) runCompactor(every, walkEvery time.Duration) *compactor {
+	// The clock of the speculative walk starts at the mount: a remount
+	// must not walk every tree at the first tick. With 1,000 snapshots of
+	// a 1 GiB volume that walk loads some 64,000 cold nodes from Pebble
+	// with writers held off, and it landed in the middle of the reads the
+	// benchmark makes right after a remount (CPU per cold read 90 µs ->
+	// 293 µs, qd16 IOPS 0.73x). Victims that the stored counts prove are
+	// still found at the first tick.
 	c := &compactor{f: f, every: every, walkEvery: walkEvery, stop: make(chan struct{}), done: make(chan struct{}),
-		sizes: map[uint64]int64{}, refused: map[uint64]bool{}}
+		sizes: map[uint64]int64{}, refused: map[uint64]bool{}, lastWalk: time.Now()}
 	go c.run()
 	return c
 }
