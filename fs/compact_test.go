@@ -426,6 +426,13 @@ func TestCompactorWalksOnlyWhenWorthIt(t *testing.T) {
 	if n := f.trees.SegRefs()[uint64(s1)]; n != 40 {
 		t.Fatalf("S1 count %d, want 40", n)
 	}
+	// A compactor just started (a mount) does not walk at its first tick.
+	started := f.runCompactor(time.Hour, time.Hour)
+	due := started.due()
+	started.Stop()
+	if due {
+		t.Fatal("a compactor just started is due for a speculative walk")
+	}
 	c := &compactor{f: f, walkEvery: time.Hour, sizes: map[uint64]int64{}, refused: map[uint64]bool{}}
 	c.lastWalk, c.lastRefs = time.Now(), f.trees.SegRefs()
 	if c.due() {
