@@ -293,10 +293,12 @@ const workReads = 20000
 // t.file at queue depth 1, sampling the mount process's counters around
 // the job.
 func measureWork(ctx context.Context, cfg *config, t *target) readWork {
-	pid, err := mountPID(filepath.Dir(t.file))
-	if err != nil {
-		return readWork{err: err}
+	mnt := filepath.Dir(t.file)
+	pids := findByArg(cfg.vafsBin, mnt)
+	if len(pids) != 1 {
+		return readWork{err: fmt.Errorf("want one process serving %s, found %v", mnt, pids)}
 	}
+	pid := pids[0]
 	n := int64(min(workReads, cfg.size/4096))
 	dropCaches()
 	cpu0, io0, err := procCounters(pid)
@@ -318,39 +320,6 @@ func measureWork(ctx context.Context, cfg *config, t *target) readWork {
 	}
 	reads := out.Jobs[0].Read.TotalIOs
 	return readWork{reads: reads, cpu: (cpu1 - cpu0) / time.Duration(reads), diskBytes: float64(io1-io0) / float64(reads)}
-}
-
-// mountPID finds the process serving the vafs mount at mnt: the one whose
-// command line is a mount of mnt.
-func mountPID(mnt string) (int, error) {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, err
-	}
-	var found []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		isMount, hasMnt := false, false
-		for _, a := range args {
-			isMount = isMount || a == "mount"
-			hasMnt = hasMnt || a == mnt
-		}
-		if isMount && hasMnt {
-			found = append(found, pid)
-		}
-	}
-	if len(found) != 1 {
-		return 0, fmt.Errorf("want one process serving %s, found %v", mnt, found)
-	}
-	return found[0], nil
 }
 
 // procCounters are a process's CPU time (user + system, all threads) and
