@@ -54,7 +54,7 @@ func (f *FS) compact(c *compactor) (CompactStats, error) {
 	// The commit syncs the copies before the batch that points the trees
 	// at them, and then removes the victims (count 0), waiting for reads
 	// in flight on them (gcMu).
-	if err := f.Commit(); err != nil {
+	if err := f.commitWith(nil); err != nil {
 		return st, errors.Join(append(errs, err)...)
 	}
 	var freed int64

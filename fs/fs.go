@@ -32,6 +32,10 @@ type Options struct {
 	// CompactInterval is how often the background compaction pass runs
 	// (0: every 30 s; negative: never, only Compact).
 	CompactInterval time.Duration
+	// WriteCache is the size in bytes of the write-back cache (fs/wcache.go;
+	// 0: DefaultWriteCache; negative: no cache, every write goes to the
+	// log at once).
+	WriteCache int64
 }
 
 // FS is one mounted data dir.
@@ -51,8 +55,11 @@ type FS struct {
 	vmu  sync.Mutex
 	vols map[uint64]*volume
 
-	stop chan struct{}
-	done chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
+	wbDone chan struct{}
+
+	wc *wcache // the write-back cache (fs/wcache.go)
 
 	compactor *compactor // background compaction (fs/compact.go)
 
@@ -60,9 +67,10 @@ type FS struct {
 }
 
 type volume struct {
-	wmu     sync.RWMutex // shared by whole-block writes, exclusive for everything else
+	wmu     sync.RWMutex // shared by whole-block writes and flush steps, exclusive for everything else
 	opens   int
 	writers int // opens that may write
+	c       volCache
 }
 
 // Open locks the data dir, opens the metadata and the block log, reclaims
@@ -77,12 +85,17 @@ func Open(opts Options) (*FS, error) {
 	if opts.CommitInterval == 0 {
 		opts.CommitInterval = 5 * time.Second
 	}
+	if opts.WriteCache == 0 {
+		opts.WriteCache = DefaultWriteCache()
+	}
+
 	lock, err := LockDataDir(opts.DataDir)
 	if err != nil {
 		return nil, err
 	}
 	f := &FS{opts: opts, lock: lock, lg: opts.Logger, vols: map[uint64]*volume{},
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), wbDone: make(chan struct{}),
+		wc: newWCache(opts.WriteCache)}
 	if err := f.open(); err != nil {
 		if f.db != nil {
 			f.db.Close()
@@ -91,6 +104,11 @@ func Open(opts Options) (*FS, error) {
 		return nil, err
 	}
 	go f.committer()
+	if f.wc.on() {
+		go f.writeBack()
+	} else {
+		close(f.wbDone)
+	}
 	f.compactor = f.startCompactor()
 	return f, nil
 }
@@ -226,7 +244,7 @@ func (f *FS) committer() {
 		case <-f.stop:
 			return
 		case <-t.C:
-			if f.trees.Dirty() > 0 {
+			if f.trees.Dirty() > 0 || f.wc.used.Load() > 0 {
 				if err := f.Commit(); err != nil {
 					f.lg.Printf("background commit: %v", err)
 				}
@@ -235,9 +253,10 @@ func (f *FS) committer() {
 	}
 }
 
-// Commit makes everything written so far durable: the appended blocks
-// first, then one synced Pebble batch with the trees, refcounts and heads
-// that reach them. Afterwards segments no tree references are removed.
+// Commit makes everything written so far durable: what the write-back
+// cache holds goes to the log, the appended blocks are synced, then one
+// synced Pebble batch with the trees, refcounts and heads that reach them.
+// Afterwards segments no tree references are removed.
 func (f *FS) Commit() error { return f.commitWith(nil) }
 
 // commitWith is Commit with a change made atomically with it: fn runs
@@ -247,10 +266,27 @@ func (f *FS) Commit() error { return f.commitWith(nil) }
 // state before fn or the state after it. fn must check before it changes
 // anything: an error from fn aborts the commit, but tree changes it made
 // stay in memory.
+//
+// Every commit first flushes the whole write-back cache (fs/wcache.go), so
+// a commit holds every write made before it began, whatever the volume:
+// after a crash the data dir is as of the last commit, never a mix of
+// older and newer writes.
 func (f *FS) commitWith(fn func(b *meta.Batch) error) error {
 	f.commitMu.Lock()
 	defer f.commitMu.Unlock()
+	// The bulk is flushed beside the writers; what they add meanwhile is
+	// flushed under the state lock, so that the commit holds a prefix of
+	// every writer's writes, never a later write without an earlier one.
+	for i := 0; i < 3 && f.wc.used.Load() > flushBatch; i++ {
+		if err := f.flushAll(); err != nil {
+			return err
+		}
+	}
 	f.state.Lock()
+	if err := f.flushLocked(); err != nil {
+		f.state.Unlock()
+		return err
+	}
 	b := f.db.NewBatch()
 	if fn != nil {
 		if err := fn(b); err != nil {
@@ -303,7 +339,9 @@ func (f *FS) Close() error {
 	f.compactor.Stop() // before the committer: a pass ends with a commit
 	close(f.stop)
 	<-f.done
+	<-f.wbDone
 	err := f.Commit()
+	f.wc.close()
 	if e := f.log.Close(); err == nil {
 		err = e
 	}

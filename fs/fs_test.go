@@ -14,7 +14,7 @@ import (
 
 func openTest(t *testing.T, dir string, store blocks.Store) *FS {
 	t.Helper()
-	f, err := Open(Options{DataDir: dir, Store: store, Logger: log.New(io.Discard, "", 0), SegmentBlocks: 64})
+	f, err := Open(Options{DataDir: dir, Store: store, Logger: log.New(io.Discard, "", 0), SegmentBlocks: 64, WriteCache: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

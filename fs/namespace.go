@@ -62,7 +62,13 @@ func (f *FS) attr(ino uint64, in *meta.Inode) (Attr, error) {
 			return Attr{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}
 		a.Size = h.Size
-		a.Blocks = h.Blocks * (BlockSize / 512)
+		// Blocks in the write-back cache may be new or overwrite blocks the
+		// tree counts: the sum, at most the size, is close and never low.
+		blocks := h.Blocks
+		if d := f.dirtyPages(ino); d > 0 {
+			blocks = max(h.Blocks, min(h.Blocks+d, (h.Size+BlockSize-1)/BlockSize))
+		}
+		a.Blocks = blocks * (BlockSize / 512)
 		if h.Mtime != 0 {
 			a.Mtime = time.Unix(0, h.Mtime)
 		}
@@ -290,7 +296,7 @@ func (f *FS) dropLink(b *meta.Batch, ino uint64, in *meta.Inode, t int64) error 
 	}
 	b.DelInode(ino)
 	if isReg(in.Mode) {
-		return f.trees.DeleteVolume(ino)
+		return f.dropVolume(ino, func() error { return f.trees.DeleteVolume(ino) })
 	}
 	return nil
 }
@@ -762,7 +768,7 @@ func (f *FS) Release(ino uint64, write bool) error {
 	b.DelInode(ino)
 	b.DelOrphan(ino)
 	if isReg(in.Mode) {
-		if err := f.trees.DeleteVolume(ino); err != nil {
+		if err := f.dropVolume(ino, func() error { return f.trees.DeleteVolume(ino) }); err != nil {
 			b.Close()
 			return fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}

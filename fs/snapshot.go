@@ -135,6 +135,8 @@ func (f *FS) SnapshotRollback(ino uint64, name string, force bool) error {
 	if !force && f.openForWrite(ino) {
 		return ErrBusy
 	}
+	// commitWith flushes the write-back cache before fn: no block written
+	// before the rollback stays cached over the rolled-back tree.
 	err := f.commitWith(func(*meta.Batch) error {
 		return metaErr(f.trees.Rollback(ino, name, now()))
 	})

@@ -68,6 +68,11 @@ func (f *FS) Describe(ino uint64) (Description, error) {
 	if err := f.regular(ino); err != nil {
 		return Description{}, err
 	}
+	// Figures come from the trees, which must hold every written block
+	// (shared and unique bytes need all of them, not only this volume's).
+	if err := f.flushAll(); err != nil {
+		return Description{}, err
+	}
 	in, err := f.inode(ino)
 	if err != nil {
 		return Description{}, err
@@ -146,6 +151,9 @@ func (f *FS) Describe(ino uint64) (Description, error) {
 // is Stored - Physical, less the record headers).
 func (f *FS) Usage() (Usage, error) {
 	var u Usage
+	if err := f.flushAll(); err != nil {
+		return Usage{}, err
+	}
 	files, err := f.db.RegularFiles()
 	if err != nil {
 		return Usage{}, fmt.Errorf("%w: %v", ErrCorrupt, err)

@@ -80,17 +80,48 @@ func (f *FS) readErr(ino uint64, err error) error {
 	return fmt.Errorf("fs: read volume %d: %w", ino, err)
 }
 
-// readBlocks fills dst (whole blocks from block first on) from a volume's
-// tree: holes read as zeros, data is verified.
+// readBlocks fills dst (whole blocks from block first on) from the
+// write-back cache and then a volume's tree: holes read as zeros, data is
+// verified. The cache is read first: a flush maps a block in the tree
+// before it leaves the cache (fs/wcache.go).
 func (f *FS) readBlocks(ino, first uint64, dst []byte) error {
 	n := uint64(len(dst) / BlockSize)
+	filled := f.vol(ino).c.read(f.wc, first, dst)
 	f.gcMu.RLock()
 	defer f.gcMu.RUnlock()
 	ms, err := f.trees.Lookup(ino, first, n)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
+	if filled != nil {
+		ms = unfilled(ms, first, filled)
+	}
 	return f.readMappings(ino, first, ms, dst)
+}
+
+// unfilled cuts from the mappings the blocks the cache filled.
+func unfilled(ms []meta.Mapping, first uint64, filled []bool) []meta.Mapping {
+	var out []meta.Mapping
+	for _, m := range ms {
+		for i := uint64(0); i < m.N; {
+			if filled[m.Block+i-first] {
+				i++
+				continue
+			}
+			j := i + 1
+			for j < m.N && !filled[m.Block+j-first] {
+				j++
+			}
+			part := m
+			part.Block, part.N = m.Block+i, j-i
+			if m.Seg != 0 {
+				part.Idx = m.Idx + uint32(i)
+			}
+			out = append(out, part)
+			i = j
+		}
+	}
+	return out
 }
 
 func (f *FS) readMappings(ino, first uint64, ms []meta.Mapping, dst []byte) error {
@@ -162,6 +193,9 @@ func (f *FS) WriteAt(ino uint64, p []byte, off int64) (int, error) {
 		return 0, ErrTooBig
 	}
 	aligned := uint64(off)%BlockSize == 0 && end%BlockSize == 0
+	if err := f.makeRoom(ino, len(p)); err != nil {
+		return 0, err
+	}
 	_, unlock, err := f.lockVolume(ino, aligned)
 	if err != nil {
 		return 0, err
@@ -186,7 +220,7 @@ func (f *FS) WriteAt(ino uint64, p []byte, off int64) (int, error) {
 		}
 		copy(data[uint64(off)%BlockSize:], p)
 	}
-	if err := f.putBlocks(ino, first, data); err != nil {
+	if err := f.storeBlocks(ino, first, data); err != nil {
 		return 0, err
 	}
 	t := now()
@@ -221,6 +255,7 @@ func (f *FS) zeroRange(ino uint64, off, n, size uint64) error {
 	firstFull := (off + BlockSize - 1) / BlockSize
 	endFull := end / BlockSize
 	if firstFull < endFull {
+		f.vol(ino).c.drop(f.wc, firstFull, endFull)
 		if err := f.trees.Punch(ino, firstFull, endFull-firstFull); err != nil {
 			return fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}
@@ -230,14 +265,16 @@ func (f *FS) zeroRange(ino uint64, off, n, size uint64) error {
 		if blk*BlockSize >= size {
 			return nil
 		}
-		if _, ok, err := f.trees.NextData(ino, blk); err != nil || !ok {
-			return err
+		if f.dirtyPages(ino) == 0 {
+			if _, ok, err := f.trees.NextData(ino, blk); err != nil || !ok {
+				return err
+			}
 		}
 		if err := f.readBlocks(ino, blk, buf[:]); err != nil {
 			return err
 		}
 		clear(buf[from:to])
-		return f.putBlocks(ino, blk, buf[:])
+		return f.storeBlocks(ino, blk, buf[:])
 	}
 	if off%BlockSize != 0 {
 		blk := off / BlockSize
@@ -343,8 +380,12 @@ const (
 	SeekHole = 4
 )
 
-// Lseek implements SEEK_DATA and SEEK_HOLE at block granularity.
+// Lseek implements SEEK_DATA and SEEK_HOLE at block granularity. What the
+// write-back cache holds is flushed first, so the tree knows every block.
 func (f *FS) Lseek(ino uint64, off uint64, whence int) (uint64, error) {
+	if err := f.flushVolume(ino); err != nil {
+		return 0, err
+	}
 	h, err := f.trees.Head(ino)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
@@ -394,6 +435,14 @@ func (f *FS) CopyRange(src uint64, srcOff uint64, dst uint64, dstOff uint64, n u
 		return 0, err
 	}
 	if err := f.regular(dst); err != nil {
+		return 0, err
+	}
+	// Shared blocks come from the trees: everything written before the
+	// copy must be in them.
+	if err := f.flushVolume(src); err != nil {
+		return 0, err
+	}
+	if err := f.flushVolume(dst); err != nil {
 		return 0, err
 	}
 	sh, err := f.trees.Head(src)
@@ -484,5 +533,22 @@ func (f *FS) copyBytes(src, srcOff, dst, dstOff, n uint64) (uint64, error) {
 }
 
 // Fsync makes everything written so far durable (vafs commits all volumes
-// at once; a commit is one synced batch however many volumes it covers).
+// at once; a commit is one synced batch however many volumes it covers,
+// after the write-back cache is flushed).
 func (f *FS) Fsync(ino uint64) error { return f.Commit() }
+
+// makeRoom runs before a write of n bytes takes the volume's locks: when
+// the write-back cache is full, the writer flushes its own volume (the
+// writer that fills the cache pays for it, as with the kernel's dirty
+// limit), or, with nothing of its own cached, wakes the background flusher
+// and its write goes to the log directly.
+func (f *FS) makeRoom(ino uint64, n int) error {
+	if !f.wc.on() || !f.wc.full(n/BlockSize+2) {
+		return nil
+	}
+	if f.dirtyPages(ino) > 0 {
+		return f.flushVolume(ino)
+	}
+	f.wc.wake()
+	return nil
+}
