@@ -41,6 +41,7 @@ func crash(f *FS) {
 	f.compactor.Stop()
 	close(f.stop)
 	<-f.done
+	<-f.wbDone
 	f.db.Close()
 	f.lock.Close()
 }

@@ -205,6 +205,7 @@ func mCrash(f *FS) {
 	f.compactor.Stop()
 	close(f.stop)
 	<-f.done
+	<-f.wbDone
 	f.log.Close()
 	f.db.Close()
 	f.lock.Close()

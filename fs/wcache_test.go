@@ -1,0 +1,361 @@
+package fs
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/vafs/vafs/blocks"
+)
+
+// openCached opens a data dir with a write-back cache of the given size,
+// no background commit and no compaction: the tests decide when to flush.
+func openCached(t *testing.T, dir string, store blocks.Store, size int64) *FS {
+	t.Helper()
+	f, err := Open(Options{DataDir: dir, Store: store, Logger: log.New(io.Discard, "", 0), SegmentBlocks: 64,
+		WriteCache: size, CommitInterval: 1 << 40, CompactInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func block(v byte, n int) []byte { return bytes.Repeat([]byte{v}, n*BlockSize) }
+
+// TestWriteCacheCoalescesOverwrites: ten overwrites of the same 1 MiB cost
+// the log one copy of it, and read back as the last one before and after
+// the commit and a remount.
+func TestWriteCacheCoalescesOverwrites(t *testing.T) {
+	dir, store := t.TempDir(), blocks.NewMemStore()
+	f := openCached(t, dir, store, 64<<20)
+	ino := create(t, f, "a")
+	for i := range 10 {
+		if _, err := f.WriteAt(ino, block(byte(i+1), 256), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ids, _ := store.List(); len(ids) != 0 {
+		t.Fatalf("%d segments before any flush: writes were not cached", len(ids))
+	}
+	if got := readAll(t, f, ino, 1<<20); !bytes.Equal(got, block(10, 256)) {
+		t.Fatal("cached read is not the last write")
+	}
+	if err := f.Fsync(ino); err != nil {
+		t.Fatal(err)
+	}
+	if f.wc.used.Load() != 0 || f.dirtyPages(ino) != 0 {
+		t.Fatalf("after fsync the cache still holds %d pages", f.wc.used.Load())
+	}
+	// 256 records of 4 KiB + header in segments of 64 records: 4 segments.
+	if ids, _ := store.List(); len(ids) != 4 {
+		t.Fatalf("%d segments after the commit, want 4 (one copy of 1 MiB)", len(ids))
+	}
+	f.Close()
+	g := openCached(t, dir, store, 64<<20)
+	defer g.Close()
+	if got := readAll(t, g, ino, 1<<20); !bytes.Equal(got, block(10, 256)) {
+		t.Fatal("after a remount the data is not the last write")
+	}
+}
+
+// TestWriteCacheCrashReturnsToLastCommit: what was cached and not
+// committed is gone after a crash, whole; what was committed is there.
+func TestWriteCacheCrashReturnsToLastCommit(t *testing.T) {
+	dir, store := t.TempDir(), blocks.NewMemStore()
+	f := openCached(t, dir, store, 64<<20)
+	a, b := create(t, f, "a"), create(t, f, "b")
+	f.WriteAt(a, block(1, 256), 0)
+	f.WriteAt(b, block(1, 16), 0)
+	if err := f.Fsync(b); err != nil { // a commit covers every volume
+		t.Fatal(err)
+	}
+	f.WriteAt(a, block(2, 128), 0)
+	f.WriteAt(b, block(2, 16), 0)
+	crash(f)
+	g := openCached(t, dir, store, 64<<20)
+	defer g.Close()
+	if got := readAll(t, g, a, 1<<20); !bytes.Equal(got, block(1, 256)) {
+		t.Fatal("a: not the committed data after the crash")
+	}
+	if got := readAll(t, g, b, 16*BlockSize); !bytes.Equal(got, block(1, 16)) {
+		t.Fatal("b: not the committed data after the crash")
+	}
+}
+
+// TestWriteCachePunchTruncateDropCached: punching, zeroing and truncating
+// ranges whose blocks are only cached make them read as zeros, before and
+// after the commit; unaligned edges keep their other bytes.
+func TestWriteCachePunchTruncateDropCached(t *testing.T) {
+	dir, store := t.TempDir(), blocks.NewMemStore()
+	f := openCached(t, dir, store, 64<<20)
+	ino := create(t, f, "a")
+	want := block(7, 64)
+	f.WriteAt(ino, want, 0)
+	if err := f.Fallocate(ino, FallocPunchHole|FallocKeepSize, 10*BlockSize+100, 5*BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	clear(want[10*BlockSize+100 : 15*BlockSize+100])
+	if err := f.Fallocate(ino, FallocZeroRange, 30*BlockSize, 2*BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	clear(want[30*BlockSize : 32*BlockSize])
+	if err := f.Truncate(ino, 40*BlockSize+5); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(ino, 64*BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	clear(want[40*BlockSize+5:])
+	check := func(f *FS, when string) {
+		t.Helper()
+		if got := readAll(t, f, ino, len(want)); !bytes.Equal(got, want) {
+			i := 0
+			for i < len(got) && got[i] == want[i] {
+				i++
+			}
+			t.Fatalf("%s: first difference at byte %d", when, i)
+		}
+	}
+	check(f, "cached")
+	if err := f.Fsync(ino); err != nil {
+		t.Fatal(err)
+	}
+	check(f, "committed")
+	f.Close()
+	g := openCached(t, dir, store, 64<<20)
+	defer g.Close()
+	check(g, "remounted")
+}
+
+// TestWriteCacheSeekAndShare: SEEK_DATA and copy_file_range see blocks that
+// are only cached.
+func TestWriteCacheSeekAndShare(t *testing.T) {
+	f := openCached(t, t.TempDir(), blocks.NewMemStore(), 64<<20)
+	defer f.Close()
+	a, b := create(t, f, "a"), create(t, f, "b")
+	if err := f.Truncate(a, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(a, block(3, 4), 100*BlockSize)
+	if off, err := f.Lseek(a, 0, SeekData); err != nil || off != 100*BlockSize {
+		t.Fatalf("SEEK_DATA over cached blocks: %d, %v", off, err)
+	}
+	f.WriteAt(a, block(4, 4), 200*BlockSize)
+	f.WriteAt(b, block(9, 8), 0)
+	if n, err := f.CopyRange(a, 200*BlockSize, b, 0, 4*BlockSize); err != nil || n != 4*BlockSize {
+		t.Fatalf("copy range: %d, %v", n, err)
+	}
+	want := append(block(4, 4), block(9, 4)...)
+	if got := readAll(t, f, b, 8*BlockSize); !bytes.Equal(got, want) {
+		t.Fatal("copy_file_range of cached blocks did not copy them, or lost the target's own")
+	}
+}
+
+// TestWriteCacheSnapshotAndRollback: a snapshot holds what was cached
+// when it was taken; a rollback is not overlaid by cached blocks.
+func TestWriteCacheSnapshotAndRollback(t *testing.T) {
+	f := openCached(t, t.TempDir(), blocks.NewMemStore(), 64<<20)
+	defer f.Close()
+	ino := create(t, f, "a")
+	f.WriteAt(ino, block(1, 8), 0)
+	s, err := f.SnapshotCreate(ino, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(ino, block(2, 8), 0)
+	buf := make([]byte, 8*BlockSize)
+	if _, err := f.ReadSnapshotAt(s.ID, buf, 0); err != nil || !bytes.Equal(buf, block(1, 8)) {
+		t.Fatalf("snapshot does not hold the cached data: %v", err)
+	}
+	if err := f.SnapshotRollback(ino, "s1", false); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, f, ino, 8*BlockSize); !bytes.Equal(got, block(1, 8)) {
+		t.Fatal("after rollback the file reads cached data written after the snapshot")
+	}
+}
+
+// TestWriteCacheFullAndDelete: a cache of one slab takes writes many times
+// its size (the writer flushes when it is full), never holds more than its
+// size and slack, and reads back right; deleting a file drops its blocks.
+func TestWriteCacheFullAndDelete(t *testing.T) {
+	f := openCached(t, t.TempDir(), blocks.NewMemStore(), cacheSlabBytes)
+	defer f.Close()
+	ino := create(t, f, "a")
+	want := make([]byte, 16<<20)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for off := 0; off < len(want); off += 256 << 10 {
+		p := want[off : off+256<<10]
+		for i := range p {
+			p[i] = byte(rng.Uint32())
+		}
+		if _, err := f.WriteAt(ino, p, int64(off)); err != nil {
+			t.Fatal(err)
+		}
+		if u := f.wc.used.Load(); u > f.wc.limit+cacheSlack {
+			t.Fatalf("cache holds %d pages, size %d", u, f.wc.limit)
+		}
+	}
+	if got := readAll(t, f, ino, len(want)); !bytes.Equal(got, want) {
+		t.Fatal("data written through a full cache reads back wrong")
+	}
+	f.WriteAt(ino, block(5, 4), 0)
+	if f.dirtyPages(ino) == 0 {
+		t.Fatal("the last write was not cached")
+	}
+	if err := f.Unlink(1, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if f.wc.used.Load() != 0 {
+		t.Fatalf("the deleted file's %d cached pages are still held", f.wc.used.Load())
+	}
+	if err := f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWriteCacheLowSpaceWritesThrough: near a full disk writes are not
+// cached, so ENOSPC comes from the write itself, and what was written
+// before stays readable.
+func TestWriteCacheLowSpaceWritesThrough(t *testing.T) {
+	store := blocks.NewMemStore()
+	store.Capacity = 300 << 20
+	f := openCached(t, t.TempDir(), store, 64<<20)
+	defer f.Close()
+	ino := create(t, f, "a")
+	p := block(6, 256)
+	var off int64
+	var err error
+	for off = 0; off < 1<<30; off += int64(len(p)) {
+		if _, err = f.WriteAt(ino, p, off); err != nil {
+			break
+		}
+		if f.dirtyPages(ino) != 0 {
+			t.Fatal("a write was cached with less free space than the margin")
+		}
+	}
+	if !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("filling the disk: %v, want ErrNoSpace", err)
+	}
+	if got := readAll(t, f, ino, int(off)); !bytes.Equal(got, bytes.Repeat(p, int(off)/len(p))) {
+		t.Fatal("data written before ENOSPC does not read back")
+	}
+}
+
+// TestWriteCacheConcurrent: writers overwrite their own blocks with rising
+// versions while readers, flushes and commits run beside them; a reader
+// must never see a block go back to an older version (which a read that
+// missed the cache and found the tree not yet updated would), and at the
+// end every block holds its last version, also after a remount.
+func TestWriteCacheConcurrent(t *testing.T) {
+	dir, store := t.TempDir(), blocks.NewMemStore()
+	f := openCached(t, dir, store, 8<<20)
+	ino := create(t, f, "a")
+	const writers, per, rounds = 4, 64, 60
+	ver := func(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }
+	put := func(blk uint64, v uint64) []byte {
+		p := make([]byte, BlockSize)
+		binary.LittleEndian.PutUint64(p, v)
+		binary.LittleEndian.PutUint64(p[BlockSize-8:], v)
+		return p
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	errs := make(chan error, 16)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := 1; r <= rounds; r++ {
+				for i := range per {
+					blk := uint64(w*per + i)
+					if _, err := f.WriteAt(ino, put(blk, uint64(r)), int64(blk)*BlockSize); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		}()
+	}
+	var rg sync.WaitGroup
+	for range 2 {
+		rg.Add(1)
+		go func() {
+			defer rg.Done()
+			last := make([]uint64, writers*per)
+			buf := make([]byte, writers*per*BlockSize)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n, err := f.ReadAt(ino, buf, 0)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for b := 0; b < n/BlockSize; b++ {
+					p := buf[b*BlockSize : (b+1)*BlockSize]
+					v := ver(p)
+					if v != binary.LittleEndian.Uint64(p[BlockSize-8:]) {
+						errs <- errors.New("torn block")
+						return
+					}
+					if v < last[b] {
+						errs <- errors.New("a block went back to an older version")
+						return
+					}
+					last[b] = v
+				}
+			}
+		}()
+	}
+	rg.Add(1)
+	go func() {
+		defer rg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := f.flushVolume(ino); err != nil {
+				errs <- err
+				return
+			}
+			if err := f.Commit(); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	rg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	check := func(f *FS) {
+		t.Helper()
+		buf := readAll(t, f, ino, writers*per*BlockSize)
+		for b := 0; b < writers*per; b++ {
+			if v := ver(buf[b*BlockSize:]); v != rounds {
+				t.Fatalf("block %d holds version %d, want %d", b, v, rounds)
+			}
+		}
+	}
+	check(f)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g := openCached(t, dir, store, 8<<20)
+	defer g.Close()
+	check(g)
+}
