@@ -274,10 +274,13 @@ func (f *FS) Commit() error { return f.commitWith(nil) }
 func (f *FS) commitWith(fn func(b *meta.Batch) error) error {
 	f.commitMu.Lock()
 	defer f.commitMu.Unlock()
-	// The bulk is flushed beside the writers; what they add meanwhile is
-	// flushed under the state lock, so that the commit holds a prefix of
+	// The cache is flushed beside the writers, whose writes meanwhile go
+	// to the log directly (storeBlocks), so the flush ends; what slipped in
+	// is flushed under the state lock. The commit then holds a prefix of
 	// every writer's writes, never a later write without an earlier one.
-	for i := 0; i < 3 && f.wc.used.Load() > flushBatch; i++ {
+	if f.wc.used.Load() > 0 {
+		f.wc.committing.Store(true)
+		defer f.wc.committing.Store(false)
 		if err := f.flushAll(); err != nil {
 			return err
 		}
@@ -287,6 +290,7 @@ func (f *FS) commitWith(fn func(b *meta.Batch) error) error {
 		f.state.Unlock()
 		return err
 	}
+	f.wc.committing.Store(false)
 	b := f.db.NewBatch()
 	if fn != nil {
 		if err := fn(b); err != nil {

@@ -46,10 +46,11 @@ import (
 //     cached write (punch, truncate, share) holds the writer lock
 //     exclusively, so no flush step is half done under it, and drops or
 //     replaces the cached blocks it covers.
-//   - A write that cannot be cached (cache full, or the data dir's disk
-//     nearly full, so that ENOSPC is reported by the write as before) goes
-//     to the log directly under the flush mutex, and drops the cached
-//     copies it supersedes.
+//   - A write that is not cached (cache full; the data dir's disk nearly
+//     full, so that ENOSPC is reported by the write as before; or a commit
+//     is flushing the cache, so that the flush ends and the commit holds a
+//     prefix of every writer's writes) goes to the log directly under the
+//     flush mutex, and drops the cached copies it supersedes.
 //
 // Cached blocks live in page slots of 2 MiB anonymous mappings outside the
 // Go heap (the garbage collector neither scans nor paces on them); the
@@ -92,8 +93,9 @@ type wcache struct {
 	free  []uint32 // free page slots
 	used  atomic.Int64
 
-	kick    chan struct{}
-	lastPut atomic.Int64 // unix nanoseconds of the last put
+	kick       chan struct{}
+	lastPut    atomic.Int64 // unix nanoseconds of the last put
+	committing atomic.Bool  // a commit is flushing: writes go to the log
 
 	spaceMu sync.Mutex
 	spaceAt time.Time
@@ -359,7 +361,7 @@ func (v *volCache) dirtyBlocks() []uint64 {
 // Caller holds the volume's writer lock and the state read lock.
 func (f *FS) storeBlocks(ino, first uint64, data []byte) error {
 	v := f.vol(ino)
-	if f.wc.on() && !f.wc.lowSpace(f.log.Space) && v.c.put(f.wc, first, data) {
+	if f.wc.on() && !f.wc.committing.Load() && !f.wc.lowSpace(f.log.Space) && v.c.put(f.wc, first, data) {
 		return nil
 	}
 	v.c.flushMu.Lock()
@@ -380,6 +382,12 @@ func (f *FS) flushVolume(ino uint64) error {
 		return nil
 	}
 	bs := v.c.dirtyBlocks()
+	if len(bs) == 0 {
+		// Everything is taken by a flush step in progress elsewhere; it
+		// holds flushMu until its blocks are in the tree.
+		v.c.flushMu.Lock()
+		v.c.flushMu.Unlock()
+	}
 	for len(bs) > 0 {
 		k := min(len(bs), flushBatch)
 		if err := f.flushStep(ino, v, bs[:k]); err != nil {
