@@ -274,7 +274,17 @@ func (l *Log) Append(vol, first uint64, data []byte) ([]Extent, error) {
 	if len(data)%BlockSize != 0 || len(data) == 0 {
 		return nil, fmt.Errorf("blocks: append of %d bytes is not a whole number of blocks", len(data))
 	}
-	n := uint32(len(data) / BlockSize)
+	return l.AppendBlocks(vol, first, len(data)/BlockSize, func(i int) []byte { return data[i*BlockSize : (i+1)*BlockSize] })
+}
+
+// AppendBlocks is Append of n blocks that need not be contiguous in
+// memory: block(i) returns the BlockSize bytes of block first+i (the
+// write-back cache appends from its page slots without gathering them).
+func (l *Log) AppendBlocks(vol, first uint64, n0 int, block func(i int) []byte) ([]Extent, error) {
+	if n0 <= 0 {
+		return nil, fmt.Errorf("blocks: append of %d blocks", n0)
+	}
+	n := uint32(n0)
 	var exts []Extent
 	l.mu.Lock()
 	if err := l.appendable(); err != nil {
@@ -322,14 +332,15 @@ func (l *Log) Append(vol, first uint64, data []byte) ([]Extent, error) {
 		l.dirty = true
 		l.mu.Unlock()
 
-		src := data[int(done)*BlockSize : int(done+k)*BlockSize]
+		from := int(done)
+		src := func(i int) []byte { return block(from + i) }
 		tag := Tag{Volume: vol, Block: first + uint64(done)}
 		var err error
 		if ch != nil {
-			encodeRecords(ch.buf[int(idx-ch.first)*RecordSize:], s.id, idx, tag, src)
+			encodeRecords(ch.buf[int(idx-ch.first)*RecordSize:], s.id, idx, tag, int(k), src)
 		} else {
 			bp := getBuf(int(k) * RecordSize)
-			encodeRecords(*bp, s.id, idx, tag, src)
+			encodeRecords(*bp, s.id, idx, tag, int(k), src)
 			_, err = s.f.WriteAt(*bp, RecordOffset(idx))
 			putBuf(bp)
 		}
@@ -367,10 +378,9 @@ func (l *Log) appendable() error {
 	return nil
 }
 
-func encodeRecords(dst []byte, seg SegmentID, idx uint32, tag Tag, data []byte) {
-	for i := 0; i < len(data)/BlockSize; i++ {
-		encodeRecord(dst[i*RecordSize:], seg, idx+uint32(i), Tag{Volume: tag.Volume, Block: tag.Block + uint64(i)},
-			data[i*BlockSize:(i+1)*BlockSize])
+func encodeRecords(dst []byte, seg SegmentID, idx uint32, tag Tag, n int, block func(i int) []byte) {
+	for i := 0; i < n; i++ {
+		encodeRecord(dst[i*RecordSize:], seg, idx+uint32(i), Tag{Volume: tag.Volume, Block: tag.Block + uint64(i)}, block(i))
 	}
 }
 

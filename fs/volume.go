@@ -234,7 +234,12 @@ func (f *FS) WriteAt(ino uint64, p []byte, off int64) (int, error) {
 
 // putBlocks appends whole blocks and maps them. Caller holds v.wmu and state.
 func (f *FS) putBlocks(ino, first uint64, data []byte) error {
-	exts, err := f.log.Append(ino, first, data)
+	return f.putBlocksFrom(ino, first, len(data)/BlockSize, func(i int) []byte { return data[i*BlockSize : (i+1)*BlockSize] })
+}
+
+// putBlocksFrom is putBlocks of n blocks that block(i) returns one by one.
+func (f *FS) putBlocksFrom(ino, first uint64, n int, block func(i int) []byte) error {
+	exts, err := f.log.AppendBlocks(ino, first, n, block)
 	if err != nil {
 		return f.ioErr("write", err)
 	}
