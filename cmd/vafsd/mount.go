@@ -42,6 +42,10 @@ func runMount(c *cli.Context) error {
 	if err := checkMountpoint(mnt); err != nil {
 		return err
 	}
+	wcache, err := parseCacheSize(c.String("write-cache"))
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return fmt.Errorf("data dir %s cannot be created: %w", data, err)
 	}
@@ -61,7 +65,7 @@ func runMount(c *cli.Context) error {
 	if err != nil {
 		return fail(fmt.Errorf("data dir %s cannot be written: %w", data, err))
 	}
-	f, err := fs.Open(fs.Options{DataDir: data, Store: store, Logger: lg})
+	f, err := fs.Open(fs.Options{DataDir: data, Store: store, Logger: lg, WriteCache: wcache})
 	if err != nil {
 		return fail(err)
 	}
@@ -234,4 +238,33 @@ func background(data, mnt string) error {
 		s = "the mount process exited before the mount answered; see " + logPath
 	}
 	return errors.New(s)
+}
+
+// parseCacheSize reads --write-cache: "auto" (fs.Options' default, 0), "0"
+// or "off" (no cache: -1), or a size in bytes with an optional binary
+// suffix (K, M, G, T; "KiB" and "KB" mean the same).
+func parseCacheSize(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	switch t {
+	case "AUTO", "":
+		return 0, nil
+	case "0", "OFF":
+		return -1, nil
+	}
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	mult := int64(1)
+	if k := len(t); k > 0 {
+		if i := strings.IndexByte("KMGT", t[k-1]); i >= 0 {
+			mult = 1 << (10 * (i + 1))
+			t = t[:k-1]
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > (1<<50)/mult {
+		return 0, fmt.Errorf("--write-cache %q: want a size like 512M or 2G, 0 to turn the cache off, or auto", s)
+	}
+	if n == 0 {
+		return -1, nil
+	}
+	return n * mult, nil
 }

@@ -19,6 +19,7 @@ func Mount(action cli.ActionFunc) *cli.Command {
 			&cli.BoolFlag{Name: "background", Usage: "detach once the mount answers; logs go to DATA/vafs.log"},
 			&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request"},
 			&cli.BoolFlag{Name: "writeback-cache", Usage: "let the kernel cache writes (CAP_WRITEBACK_CACHE)"},
+			&cli.StringFlag{Name: "write-cache", Value: "auto", Usage: "memory for written blocks until the next commit (SIZE like 2G, 0 to write through; auto: 1/8 of RAM, at most 4G)"},
 		},
 		Action: action,
 	}
