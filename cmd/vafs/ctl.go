@@ -1,12 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -31,22 +30,69 @@ type mountEntry struct {
 	root, point, fstype, source string
 }
 
+// The mount table, read once per command: clone locates SRC and DST in
+// the same table.
+var (
+	mountTab     []mountEntry
+	mountTabErr  error
+	mountTabRead bool
+)
+
+// mountTable returns /proc/self/mountinfo, parsed. It reads the file with
+// plain system calls: an *os.File of /proc goes through the runtime
+// poller, whose set-up (an epoll instance, an eventfd) a command that
+// runs for a few milliseconds pays for nothing.
 func mountTable() ([]mountEntry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
+	if !mountTabRead {
+		var b []byte
+		if b, mountTabErr = readProcFile("/proc/self/mountinfo"); mountTabErr == nil {
+			mountTab = parseMountinfo(string(b))
+		}
+		mountTabRead = true
 	}
-	defer f.Close()
-	return parseMountinfo(f)
+	return mountTab, mountTabErr
 }
 
-func parseMountinfo(r io.Reader) ([]mountEntry, error) {
+// readProcFile reads a whole file of /proc; errors read like os.ReadFile's.
+func readProcFile(path string) ([]byte, error) {
+	var fd int
+	var err error
+	for {
+		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer syscall.Close(fd)
+	b := make([]byte, 0, 16<<10)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := syscall.Read(fd, b[len(b):cap(b)])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			return b, nil
+		}
+		b = b[:len(b)+n]
+	}
+}
+
+func parseMountinfo(s string) []mountEntry {
 	var out []mountEntry
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
+	for s != "" {
+		var line string
+		line, s, _ = strings.Cut(s, "\n")
 		// id parent maj:min root point options [optional...] - fstype source superopts
-		fl := strings.Fields(sc.Text())
+		fl := strings.Fields(line)
 		sep := -1
 		for i := 6; i < len(fl); i++ {
 			if fl[i] == "-" {
@@ -59,7 +105,7 @@ func parseMountinfo(r io.Reader) ([]mountEntry, error) {
 		}
 		out = append(out, mountEntry{root: vafscli.Unescape(fl[3]), point: vafscli.Unescape(fl[4]), fstype: fl[sep+1], source: vafscli.Unescape(fl[sep+2])})
 	}
-	return out, sc.Err()
+	return out
 }
 
 // under reports whether p is dir or below it.
@@ -110,7 +156,7 @@ func pickMount(tab []mountEntry, p, arg string) (onVafs, error) {
 func evalExisting(p string) (string, error) {
 	rest := ""
 	for {
-		r, err := filepath.EvalSymlinks(p)
+		r, err := evalSymlinks(p)
 		if err == nil {
 			return filepath.Join(r, rest), nil
 		}
@@ -127,6 +173,32 @@ func evalExisting(p string) (string, error) {
 		rest = filepath.Join(filepath.Base(p), rest)
 		p = parent
 	}
+}
+
+// evalSymlinks is filepath.EvalSymlinks of the absolute, clean path p.
+// The kernel resolves it in one walk, opened O_PATH, and names what it
+// found in /proc/self/fd: EvalSymlinks lstats every component, and on a
+// vafs mount each lstat whose attributes have expired is a round trip to
+// the mount. Whenever that fails (no such path, no /proc, a name the
+// kernel marks as deleted or unreachable), EvalSymlinks runs, so that
+// every error is the one it reports.
+// oPath is O_PATH (x86, arm, riscv, ...), which package syscall lacks.
+const oPath = 0x200000
+
+func evalSymlinks(p string) (string, error) {
+	fd, err := syscall.Open(p, oPath|syscall.O_CLOEXEC, 0)
+	if err == nil {
+		var buf [4096]byte
+		n, rerr := syscall.Readlink("/proc/self/fd/"+strconv.Itoa(fd), buf[:])
+		syscall.Close(fd)
+		if rerr == nil && n > 0 && n < len(buf) {
+			r := string(buf[:n])
+			if r[0] == '/' && !strings.HasSuffix(r, " (deleted)") && filepath.Clean(r) == r {
+				return r, nil
+			}
+		}
+	}
+	return filepath.EvalSymlinks(p)
 }
 
 // locate finds an existing path (FILE, SRC, PATH) on its vafs mount.

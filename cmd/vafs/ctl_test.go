@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -16,10 +19,7 @@ garbage line
 `
 
 func TestPickMount(t *testing.T) {
-	tab, err := parseMountinfo(strings.NewReader(mountinfo))
-	if err != nil {
-		t.Fatal(err)
-	}
+	tab := parseMountinfo(mountinfo)
 	if len(tab) != 7 {
 		t.Fatalf("parsed %d entries, want 7: %+v", len(tab), tab)
 	}
@@ -59,6 +59,48 @@ func TestHuman(t *testing.T) {
 		3<<40 + 1<<39: "3.5 TiB", 1<<64 - 1: "16.0 EiB"} {
 		if got := human(b); got != want {
 			t.Errorf("human(%d) = %q, want %q", b, got, want)
+		}
+	}
+}
+
+// evalSymlinks must answer as filepath.EvalSymlinks does, results and
+// errors alike: locate and locateNew rely on it for every path.
+func TestEvalSymlinks(t *testing.T) {
+	tmp, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := func(p ...string) string { return filepath.Join(append([]string{tmp}, p...)...) }
+	for _, d := range []string{"a/b/c", "x", "with space"} {
+		if err := os.MkdirAll(j(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(j("a/b/c/f"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{
+		"rel":          "a/b",        // relative, to a directory
+		"abs":          j("a/b/c/f"), // absolute, to a file
+		"chain":        "rel/c",      // through another symlink
+		"x/up":         "../a",       // ..
+		"dangling":     "nowhere",
+		"loop1":        "loop2",
+		"loop2":        "loop1",
+		"with space/l": "../abs",
+	} {
+		if err := os.Symlink(target, j(link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{
+		"/", tmp, j("a/b/c/f"), j("rel"), j("rel/c/f"), j("abs"), j("chain/f"), j("x/up/b"),
+		j("with space/l"), j("dangling"), j("loop1"), j("nope"), j("nope/deeper"), j("abs/below"),
+	} {
+		want, werr := filepath.EvalSymlinks(p)
+		got, gerr := evalSymlinks(p)
+		if got != want || fmt.Sprint(gerr) != fmt.Sprint(werr) {
+			t.Errorf("%s: got %q, %v; EvalSymlinks says %q, %v", p, got, gerr, want, werr)
 		}
 	}
 }

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -49,9 +51,10 @@ func TestIsKind(t *testing.T) {
 	}
 }
 
-// The client's connection goes through the runtime poller, so that its
-// write deadline works (a plain blocking *os.File would refuse it).
-func TestDialPollable(t *testing.T) {
+// The client's write deadline works on its plain blocking socket (the
+// send timeout): a server that takes nothing makes a write fail with
+// os.ErrDeadlineExceeded, as an *os.File's would, instead of hanging.
+func TestDialWriteDeadline(t *testing.T) {
 	dir := t.TempDir()
 	ln, err := net.Listen("unix", filepath.Join(dir, SocketName))
 	if err != nil {
@@ -63,10 +66,57 @@ func TestDialPollable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.conn.SetWriteDeadline(time.Now().Add(time.Minute)); err != nil {
+	if err := c.conn.SetWriteDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
 		t.Fatalf("SetWriteDeadline: %v", err)
+	}
+	// Far more than a socket buffer; nobody reads.
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.conn.Write(make([]byte, 64<<20))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !strings.Contains(err.Error(), "i/o timeout") {
+			t.Fatalf("write to a server that reads nothing: %v; want an i/o timeout", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("write to a server that reads nothing ignores the deadline")
 	}
 	if _, err := Dial(t.TempDir()); err == nil || !strings.Contains(err.Error(), "cannot reach the mount") {
 		t.Fatalf("Dial without a socket: %v", err)
+	}
+}
+
+// A mount that closes the connection is EOF to Read and EPIPE to Write
+// (never a SIGPIPE that would kill the command).
+func TestConnClosedByServer(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("unix", filepath.Join(dir, SocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := Dial(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := c.conn.Read(make([]byte, 4)); err != io.EOF {
+		t.Fatalf("read after the server closed: %v, want EOF", err)
+	}
+	if _, err := c.conn.Write([]byte("x")); !errors.Is(err, syscall.EPIPE) {
+		t.Fatalf("write after the server closed: %v, want EPIPE", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := c.Close(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("second Close: %v, want os.ErrClosed", err)
 	}
 }

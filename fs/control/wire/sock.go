@@ -32,8 +32,12 @@ type conn interface {
 // and its cgo resolver would be linked into the vafs command line for
 // nothing (a unix socket needs no resolver), and without any cgo
 // package the client is a static binary even when built with cgo on.
-// The socket is made non-blocking before it becomes an *os.File, so that
-// it goes through the runtime poller and deadlines work.
+//
+// The socket stays blocking and is not an *os.File: the runtime poller
+// would cost a short-lived command (`vafs clone` makes one request) an
+// epoll instance, an eventfd, their registrations and a hand-over
+// between threads at each wait, for a single round trip. The write
+// deadline is the socket's send timeout (SO_SNDTIMEO) instead.
 func dialUnix(path string) (conn, error) {
 	if len(path) > MaxSunPath {
 		dir, err := os.Open(filepath.Dir(path))
@@ -53,12 +57,94 @@ func dialUnix(path string) (conn, error) {
 			break
 		}
 	}
-	if err == nil {
-		err = syscall.SetNonblock(fd, true)
-	}
 	if err != nil {
 		syscall.Close(fd)
 		return nil, &os.PathError{Op: "connect", Path: path, Err: err}
 	}
-	return os.NewFile(uintptr(fd), path), nil
+	return &sockConn{fd: fd, name: path}, nil
+}
+
+// sockConn is a connected, blocking unix stream socket. Its errors read
+// like an *os.File's: "write PATH: broken pipe", "write PATH: i/o
+// timeout".
+type sockConn struct {
+	fd   int
+	name string
+}
+
+func (c *sockConn) Read(b []byte) (int, error) {
+	if c.fd < 0 {
+		return 0, &os.PathError{Op: "read", Path: c.name, Err: os.ErrClosed}
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	for {
+		n, err := syscall.Read(c.fd, b)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, &os.PathError{Op: "read", Path: c.name, Err: err}
+		}
+		if n == 0 {
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+// Write writes all of b. MSG_NOSIGNAL: a mount that went away is an
+// EPIPE error, not a SIGPIPE.
+func (c *sockConn) Write(b []byte) (int, error) {
+	if c.fd < 0 {
+		return 0, &os.PathError{Op: "write", Path: c.name, Err: os.ErrClosed}
+	}
+	done := 0
+	for done < len(b) {
+		n, err := syscall.SendmsgN(c.fd, b[done:], nil, nil, syscall.MSG_NOSIGNAL)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.EAGAIN { // SO_SNDTIMEO expired
+			return done, &os.PathError{Op: "write", Path: c.name, Err: os.ErrDeadlineExceeded}
+		}
+		if err != nil {
+			return done, &os.PathError{Op: "write", Path: c.name, Err: err}
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// SetWriteDeadline sets the send timeout to what is left until t; the
+// zero time removes it. A deadline already passed fails the next write.
+func (c *sockConn) SetWriteDeadline(t time.Time) error {
+	if c.fd < 0 {
+		return &os.PathError{Op: "set", Path: c.name, Err: os.ErrClosed}
+	}
+	var tv syscall.Timeval
+	if !t.IsZero() {
+		d := time.Until(t)
+		if d < time.Microsecond {
+			d = time.Microsecond // 0 would mean no timeout
+		}
+		tv = syscall.NsecToTimeval(d.Nanoseconds())
+	}
+	if err := syscall.SetsockoptTimeval(c.fd, syscall.SOL_SOCKET, syscall.SO_SNDTIMEO, &tv); err != nil {
+		return &os.PathError{Op: "set", Path: c.name, Err: os.NewSyscallError("setsockopt", err)}
+	}
+	return nil
+}
+
+func (c *sockConn) Close() error {
+	if c.fd < 0 {
+		return &os.PathError{Op: "close", Path: c.name, Err: os.ErrClosed}
+	}
+	err := syscall.Close(c.fd)
+	c.fd = -1
+	if err != nil {
+		return &os.PathError{Op: "close", Path: c.name, Err: err}
+	}
+	return nil
 }
