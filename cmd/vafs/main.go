@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vafs/vafs/cmd/internal/vafscli"
+	_ "github.com/vafs/vafs/cmd/internal/vafscli/oneproc" // first: one P (see there)
 )
 
 func app() *cli.App {
