@@ -175,6 +175,10 @@ func evalExisting(p string) (string, error) {
 	}
 }
 
+// oPath is O_PATH, which package syscall lacks; 010000000 on every Linux
+// port of Go.
+const oPath = 0x200000
+
 // evalSymlinks is filepath.EvalSymlinks of the absolute, clean path p.
 // The kernel resolves it in one walk, opened O_PATH, and names what it
 // found in /proc/self/fd: EvalSymlinks lstats every component, and on a
@@ -182,9 +186,6 @@ func evalExisting(p string) (string, error) {
 // the mount. Whenever that fails (no such path, no /proc, a name the
 // kernel marks as deleted or unreachable), EvalSymlinks runs, so that
 // every error is the one it reports.
-// oPath is O_PATH (x86, arm, riscv, ...), which package syscall lacks.
-const oPath = 0x200000
-
 func evalSymlinks(p string) (string, error) {
 	fd, err := syscall.Open(p, oPath|syscall.O_CLOEXEC, 0)
 	if err == nil {
