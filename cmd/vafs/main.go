@@ -18,7 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vafs/vafs/cmd/internal/vafscli"
-	_ "github.com/vafs/vafs/cmd/internal/vafscli/oneproc" // first: one P (see there)
+	_ "github.com/vafs/vafs/cmd/internal/vafscli/oneproc" // one P from the start (see there)
 )
 
 func app() *cli.App {
