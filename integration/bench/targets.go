@@ -36,8 +36,10 @@ var targetDocs = map[string]string{
 		"the FUSE round trip. The kernel forwards fio's O_DIRECT in the open flags, so the loopback opens its backing file O_DIRECT " +
 		"as well. The cost of FUSE and go-fuse before vafs does anything.",
 	"vafs": "`vafs`: a file created by fio in `vafs mount --background --data DATA MNT` (DATA under the work directory). " +
-		"vafs reads and writes its segment files without O_DIRECT, through the host page cache, so what fio asks for as " +
-		"direct I/O is direct only as far as the vafs process; plain and loopback go O_DIRECT down to the disk.",
+		"vafs holds written blocks in its write-back cache (memory, `--write-cache`, default 1/8 of RAM) until the next commit " +
+		"(fsync, or the background commit every 5 s; docs/write-cache.md), then appends them to its segment files with O_DIRECT; " +
+		"it reads segment files through the host page cache. So what fio asks for as direct I/O is direct only as far as the vafs " +
+		"process, as for qsd; plain and loopback go O_DIRECT down to the disk.",
 }
 
 func newTarget(name string, cfg *config) *target {
