@@ -19,9 +19,10 @@
 // `vafs clone`, `cp --reflink=auto` on the mount, `cp` of a plain file and
 // `qemu-img create -b` of a qcow2 overlay (clone.go).
 //
-// depth: 4k random reads after 0, 10, 100 and 1,000 snapshots, next to a
-// vafs volume with the same writes and no snapshots and to qcow2 backing
-// chains of the same depth (depth.go).
+// depth: 4k random reads of vafs volumes with 0, 10, 100 and 1,000
+// snapshots and of qcow2 backing chains of the same depths, every volume
+// taken through the same writes, read cold in interleaved passes
+// (depth.go).
 //
 // meta: metadata bytes per data byte after sequential and random writes
 // (metasize.go).
