@@ -540,7 +540,10 @@ func (f *FS) copyBytes(src, srcOff, dst, dstOff, n uint64) (uint64, error) {
 // Fsync makes everything written so far durable (vafs commits all volumes
 // at once; a commit is one synced batch however many volumes it covers,
 // after the write-back cache is flushed).
-func (f *FS) Fsync(ino uint64) error { return f.Commit() }
+func (f *FS) Fsync(ino uint64) error {
+	f.vol(ino).c.judge()
+	return f.Commit()
+}
 
 // makeRoom runs before a write of n bytes takes the volume's locks: when
 // the write-back cache is full, the writer flushes its own volume (the

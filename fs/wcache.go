@@ -331,6 +331,13 @@ type volCache struct {
 	err      error        // the last flush's error, nil once one succeeds
 	n        atomic.Int64 // blocks in dirty and flushing
 
+	// puts counts the blocks cached since the volume's cache last emptied;
+	// at an fsync, Fsync compares it with what is still cached (judge).
+	puts atomic.Int64
+	// throughUntil (unix nanoseconds): until then the volume's writes go to
+	// the log directly, because caching them coalesced nothing.
+	throughUntil atomic.Int64
+
 	// flushMu is held by a flush step, by a write that goes to the log
 	// directly, and by the deletion of the volume.
 	flushMu sync.Mutex
@@ -379,6 +386,7 @@ func (v *volCache) put(c *wcache, first uint64, data []byte) bool {
 		}
 		copy(c.page(s-1), data[i*BlockSize:(i+1)*BlockSize])
 	}
+	v.puts.Add(int64(n))
 	v.count()
 	return true
 }
@@ -458,8 +466,16 @@ func (v *volCache) dirtyBlocks() []uint64 {
 // Caller holds the volume's writer lock and the state read lock.
 func (f *FS) storeBlocks(ino, first uint64, data []byte) error {
 	v := f.vol(ino)
-	if f.wc.on() && !f.wc.committing.Load() && !f.wc.lowSpace(f.log.Space) && v.c.put(f.wc, first, data) {
+	if f.wc.on() && !f.wc.committing.Load() && time.Now().UnixNano() >= v.c.throughUntil.Load() &&
+		!f.wc.lowSpace(f.log.Space) && v.c.put(f.wc, first, data) {
 		return nil
+	}
+	if v.c.n.Load() == 0 {
+		// Nothing of the volume is cached or being flushed: no flush step
+		// can map an older copy of these blocks after them (a block cached
+		// from now on is written concurrently with this one), so writers
+		// need not queue on flushMu.
+		return f.putBlocks(ino, first, data)
 	}
 	v.c.flushMu.Lock()
 	defer v.c.flushMu.Unlock()
@@ -558,9 +574,36 @@ func (f *FS) flushTaken(ino uint64, c *volCache, bs []uint64) error {
 	}
 	c.err = err
 	c.count()
+	if c.dirty.n == 0 {
+		c.puts.Store(0)
+	}
 	c.mu.Unlock()
 	f.wc.release(free)
 	return err
+}
+
+// Write-through after an fsync that found nothing coalesced: a writer that
+// syncs every few MiB of new data (a database log, fio --fdatasync) gains
+// nothing from the cache and loses the overlap of its writes with the disk:
+// each fsync then copies and appends all at once what could have been
+// appended as it came (1M writes with an fdatasync per 64 MiB: 697 MiB/s
+// written through, 520 cached). judgeMin is the least a judged interval
+// must have cached; throughFor how long the verdict holds before the cache
+// is tried again.
+const (
+	judgeMin   = 256 // blocks (1 MiB)
+	throughFor = 10 * time.Second
+)
+
+// judge runs at an fsync of the volume, before the commit flushes it: if at
+// least nine in ten of the blocks cached since the cache last emptied are
+// still distinct (overwrites coalesced under 10%), the volume writes
+// through for throughFor.
+func (v *volCache) judge() {
+	puts, cached := v.puts.Load(), v.n.Load()
+	if puts >= judgeMin && cached*10 >= puts*9 {
+		v.throughUntil.Store(time.Now().Add(throughFor).UnixNano())
+	}
 }
 
 // writeFlushing appends the taken blocks, in runs of consecutive blocks,

@@ -359,3 +359,36 @@ func TestWriteCacheConcurrent(t *testing.T) {
 	defer g.Close()
 	check(g)
 }
+
+// TestWriteCacheThroughAfterUselessFsync: a volume whose fsync finds
+// nothing coalesced (all new data) writes through for a while; one whose
+// blocks were overwritten before the fsync stays cached. Both read right.
+func TestWriteCacheThroughAfterUselessFsync(t *testing.T) {
+	f := openCached(t, t.TempDir(), blocks.NewMemStore(), 64<<20)
+	defer f.Close()
+	stream, hot := create(t, f, "stream"), create(t, f, "hot")
+	f.WriteAt(stream, block(1, 512), 0)
+	for i := range 4 {
+		f.WriteAt(hot, block(byte(i+1), 512), 0)
+	}
+	if err := f.Fsync(stream); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Fsync(hot); err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(stream, block(2, 256), 512*BlockSize)
+	f.WriteAt(hot, block(9, 256), 0)
+	if f.dirtyPages(stream) != 0 {
+		t.Fatal("a volume whose fsync found nothing coalesced still caches its writes")
+	}
+	if f.dirtyPages(hot) == 0 {
+		t.Fatal("a volume whose overwrites were coalesced stopped caching")
+	}
+	if got := readAll(t, f, stream, 768*BlockSize); !bytes.Equal(got, append(block(1, 512), block(2, 256)...)) {
+		t.Fatal("stream reads back wrong")
+	}
+	if got := readAll(t, f, hot, 512*BlockSize); !bytes.Equal(got, append(block(9, 256), block(4, 256)...)) {
+		t.Fatal("hot reads back wrong")
+	}
+}
