@@ -88,7 +88,6 @@ func Open(opts Options) (*FS, error) {
 	if opts.WriteCache == 0 {
 		opts.WriteCache = DefaultWriteCache()
 	}
-
 	lock, err := LockDataDir(opts.DataDir)
 	if err != nil {
 		return nil, err
@@ -345,7 +344,7 @@ func (f *FS) Close() error {
 	<-f.done
 	<-f.wbDone
 	err := f.Commit()
-	f.wc.close()
+	f.wc.trim()
 	if e := f.log.Close(); err == nil {
 		err = e
 	}

@@ -296,7 +296,7 @@ func (f *FS) dropLink(b *meta.Batch, ino uint64, in *meta.Inode, t int64) error 
 	}
 	b.DelInode(ino)
 	if isReg(in.Mode) {
-		return f.dropVolume(ino, func() error { return f.trees.DeleteVolume(ino) })
+		return f.deleteVolume(ino)
 	}
 	return nil
 }
@@ -768,7 +768,7 @@ func (f *FS) Release(ino uint64, write bool) error {
 	b.DelInode(ino)
 	b.DelOrphan(ino)
 	if isReg(in.Mode) {
-		if err := f.dropVolume(ino, func() error { return f.trees.DeleteVolume(ino) }); err != nil {
+		if err := f.deleteVolume(ino); err != nil {
 			b.Close()
 			return fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}

@@ -213,10 +213,6 @@ func (c *wcache) trim() {
 	c.free = nil
 }
 
-func (c *wcache) close() {
-	c.trim()
-}
-
 // full says whether n more pages would take the cache past its size.
 func (c *wcache) full(n int) bool { return c.used.Load()+int64(n) > c.limit }
 
@@ -328,7 +324,6 @@ type volCache struct {
 	mu       sync.RWMutex
 	dirty    slotMap      // written since the last flush step began
 	flushing slotMap      // taken by the flush step in progress, still read from here
-	err      error        // the last flush's error, nil once one succeeds
 	n        atomic.Int64 // blocks in dirty and flushing
 
 	// puts counts the blocks cached since the volume's cache last emptied;
@@ -572,7 +567,6 @@ func (f *FS) flushTaken(ino uint64, c *volCache, bs []uint64) error {
 			c.dirty.set(b, s) // keep it for the next flush
 		}
 	}
-	c.err = err
 	c.count()
 	if c.dirty.n == 0 {
 		c.puts.Store(0)
@@ -656,14 +650,14 @@ func (f *FS) flushAll() error {
 	return first
 }
 
-// dropVolume forgets a deleted volume's cached blocks; done with its tree
-// deleted, so that no flush step maps into it afterwards. Caller holds
-// nsMu and the state read lock.
-func (f *FS) dropVolume(ino uint64, del func() error) error {
+// deleteVolume deletes a volume's tree and forgets its cached blocks,
+// under the volume's flush mutex, so that no flush step maps into it
+// afterwards. Caller holds nsMu and the state read lock.
+func (f *FS) deleteVolume(ino uint64) error {
 	v := f.vol(ino)
 	v.c.flushMu.Lock()
 	defer v.c.flushMu.Unlock()
-	if err := del(); err != nil {
+	if err := f.trees.DeleteVolume(ino); err != nil {
 		return err
 	}
 	v.c.deleted = true
