@@ -266,30 +266,48 @@ func (f *FS) Commit() error { return f.commitWith(nil) }
 // anything: an error from fn aborts the commit, but tree changes it made
 // stay in memory.
 //
-// Every commit first flushes the whole write-back cache (fs/wcache.go), so
-// a commit holds every write made before it began, whatever the volume:
-// after a crash the data dir is as of the last commit, never a mix of
-// older and newer writes.
+// Every commit holds every write made before it began, whatever the
+// volume, cached ones included (fs/wcache.go): after a crash the data dir
+// is as of the last commit, never a mix of older and newer writes.
 func (f *FS) commitWith(fn func(b *meta.Batch) error) error {
 	f.commitMu.Lock()
 	defer f.commitMu.Unlock()
-	// The cache is flushed beside the writers, whose writes meanwhile go
-	// to the log directly (storeBlocks), so the flush ends; what slipped in
-	// is flushed under the state lock. The commit then holds a prefix of
-	// every writer's writes, never a later write without an earlier one.
+	all := true
 	if f.wc.used.Load() > 0 {
-		f.wc.committing.Store(true)
-		defer f.wc.committing.Store(false)
-		if err := f.flushAll(); err != nil {
-			return err
+		if fn == nil {
+			// Generation mode: freeze what is cached as this commit's and
+			// flush it beside the writers, who go on caching into a new
+			// generation; the trees change only by this flush, so what is
+			// captured below is the state at the freeze. The first other
+			// change to a tree in the window (fold) turns it into the
+			// mode below. An fn (snapshot, clone, rollback...) needs every
+			// volume's cache empty when it runs: it uses the mode below.
+			if err := f.flushGeneration(); err != nil {
+				return err
+			}
+			all = f.wc.committing.Load()
+		}
+		if all {
+			// The cache is flushed beside the writers, whose writes
+			// meanwhile go to the log directly (storeBlocks), so the flush
+			// ends; what slipped in is flushed under the state lock. The
+			// commit then holds a prefix of every writer's writes, never a
+			// later write without an earlier one.
+			f.wc.committing.Store(true)
+			if err := f.flushAll(); err != nil {
+				f.endWindow(err)
+				return err
+			}
 		}
 	}
 	f.state.Lock()
-	if err := f.flushLocked(); err != nil {
+	all = all || f.wc.committing.Load()
+	if err := f.flushLocked(all); err != nil {
+		f.endWindowLocked(err)
 		f.state.Unlock()
 		return err
 	}
-	f.wc.committing.Store(false)
+	f.endWindowLocked(nil)
 	b := f.db.NewBatch()
 	if fn != nil {
 		if err := fn(b); err != nil {

@@ -189,7 +189,7 @@ func (f *FS) mknode(parent uint64, name string, in *meta.Inode) (Attr, error) {
 	if err := reserved(parent, name); err != nil {
 		return Attr{}, err
 	}
-	f.state.RLock()
+	f.lockState()
 	defer f.state.RUnlock()
 	f.nsMu.Lock()
 	defer f.nsMu.Unlock()
@@ -240,7 +240,7 @@ func (f *FS) Link(ino, parent uint64, name string) (Attr, error) {
 	if err := reserved(parent, name); err != nil {
 		return Attr{}, err
 	}
-	f.state.RLock()
+	f.lockState()
 	defer f.state.RUnlock()
 	f.nsMu.Lock()
 	defer f.nsMu.Unlock()
@@ -312,7 +312,7 @@ func (f *FS) Rmdir(parent uint64, name string) error {
 }
 
 func (f *FS) remove(parent uint64, name string, wantDir bool) error {
-	f.state.RLock()
+	f.lockState()
 	defer f.state.RUnlock()
 	f.nsMu.Lock()
 	defer f.nsMu.Unlock()
@@ -375,7 +375,7 @@ func (f *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName 
 	if err := reserved(newParent, newName); err != nil {
 		return err
 	}
-	f.state.RLock()
+	f.lockState()
 	defer f.state.RUnlock()
 	f.nsMu.Lock()
 	defer f.nsMu.Unlock()
@@ -546,7 +546,7 @@ func (f *FS) SetAttr(ino uint64, in SetAttrIn) (Attr, error) {
 			return Attr{}, err
 		}
 	}
-	f.state.RLock()
+	f.lockState()
 	defer f.state.RUnlock()
 	f.nsMu.Lock()
 	defer f.nsMu.Unlock()
@@ -639,7 +639,7 @@ func (f *FS) SetXattr(ino uint64, name string, value []byte, flags uint32) error
 	if len(value) > maxXattr {
 		return ErrXattrRange
 	}
-	f.state.RLock()
+	f.lockState()
 	defer f.state.RUnlock()
 	f.nsMu.Lock()
 	defer f.nsMu.Unlock()
@@ -679,7 +679,7 @@ func (f *FS) ListXattr(ino uint64) ([]string, error) {
 
 // RemoveXattr removes an extended attribute.
 func (f *FS) RemoveXattr(ino uint64, name string) error {
-	f.state.RLock()
+	f.lockState()
 	defer f.state.RUnlock()
 	f.nsMu.Lock()
 	defer f.nsMu.Unlock()
@@ -753,7 +753,7 @@ func (f *FS) Release(ino uint64, write bool) error {
 	if !last {
 		return nil
 	}
-	f.state.RLock()
+	f.lockState()
 	defer f.state.RUnlock()
 	f.nsMu.Lock()
 	defer f.nsMu.Unlock()

@@ -31,20 +31,29 @@ func putBlocks(p *[]byte) {
 }
 
 // lockVolume takes what a change to a volume's blocks needs, in order: the
-// volume's writer lock (read-modify-write of partial blocks is atomic) and
-// the state read lock (no commit captures a half-done change), and returns
-// the head as it is under those locks. shared takes the writer lock
-// shared: whole-block writes replace blocks without reading them, so they
-// may run side by side (qemu and fio keep many in flight); every other
-// change takes it exclusively.
-func (f *FS) lockVolume(ino uint64, shared ...bool) (meta.Head, func(), error) {
+// volume's writer lock, exclusively (read-modify-write of partial blocks
+// is atomic), and the state read lock (no commit captures a half-done
+// change), and returns the head as it is under those locks. The change is
+// to the tree: an open commit window in generation mode folds (fs/wcache.go).
+func (f *FS) lockVolume(ino uint64) (meta.Head, func(), error) {
+	return f.lockVolumeFor(ino, false, true)
+}
+
+// lockVolumeFor is lockVolume for writes: shared takes the writer lock
+// shared (whole-block writes replace blocks without reading them, so they
+// may run side by side: qemu and fio keep many in flight); !fold leaves
+// folding to the caller, for a write that may only be cached.
+func (f *FS) lockVolumeFor(ino uint64, shared, fold bool) (meta.Head, func(), error) {
 	v := f.vol(ino)
 	lock, unlockW := v.wmu.Lock, v.wmu.Unlock
-	if len(shared) > 0 && shared[0] {
+	if shared {
 		lock, unlockW = v.wmu.RLock, v.wmu.RUnlock
 	}
 	lock()
 	f.state.RLock()
+	if fold {
+		f.fold()
+	}
 	unlock := func() {
 		f.state.RUnlock()
 		unlockW()
@@ -196,11 +205,14 @@ func (f *FS) WriteAt(ino uint64, p []byte, off int64) (int, error) {
 	if err := f.makeRoom(ino, len(p)); err != nil {
 		return 0, err
 	}
-	_, unlock, err := f.lockVolume(ino, aligned)
+	h, unlock, err := f.lockVolumeFor(ino, aligned, false)
 	if err != nil {
 		return 0, err
 	}
 	defer unlock()
+	if end > h.Size {
+		f.fold() // the size changes with the tree's head
+	}
 	first := uint64(off) / BlockSize
 	last := (end - 1) / BlockSize
 	data := p

@@ -25,11 +25,14 @@ import (
 // times change at once, as before. Written blocks reach the log and the
 // tree ("flush") when:
 //   - anything commits: fsync, snapshot create/delete/rollback, clone,
-//     compaction, unmount, and the background commit every 5 s. Every
-//     commit flushes the whole cache first, so a commit holds every write
-//     made before it, whatever the volume (as ext4's data=ordered), and a
-//     crash returns to the last commit as before: a SIGKILL of the mount
-//     loses at most the last ~5 s of what was not fsynced, never a mix;
+//     compaction, unmount, and the background commit every 5 s. A commit
+//     holds every write made before it, whatever the volume (as ext4's
+//     data=ordered), and a crash returns to the last commit as before: a
+//     SIGKILL of the mount loses at most the last ~5 s of what was not
+//     fsynced, never a mix. fsync and the background commit freeze what is
+//     cached as their generation and flush it while writes go on into a
+//     new one, until anything else changes a tree (fold); see commitWith
+//     and docs/write-cache.md;
 //   - the tree must hold everything written: copy_file_range, SEEK_DATA
 //     and SEEK_HOLE (the volume), describe and df (all);
 //   - the cache holds more than half its size (then the largest volumes
@@ -37,9 +40,12 @@ import (
 //     own volume before it adds more).
 //
 // Correctness rests on three rules:
-//   - Reads look in the cache before the tree. A flush maps a block in the
-//     tree before it forgets the block's cached copy, so a read either
-//     finds the block cached or finds the tree already pointing at it.
+//   - Reads look in the cache before the tree, newest generation first. A
+//     flush maps a block in the tree before it forgets the block's cached
+//     copy, so a read either finds the block cached or finds the tree
+//     already pointing at it. A flush of the new generation drops the
+//     frozen copies of its blocks first, so no flush maps an older copy
+//     over a newer one.
 //   - A flush works in steps of flushBatch blocks, each under the volume's
 //     writer lock held shared (writes go on beside it, into the cache) and
 //     the volume's flush mutex. What changes a volume's blocks other than a
@@ -47,10 +53,11 @@ import (
 //     exclusively, so no flush step is half done under it, and drops or
 //     replaces the cached blocks it covers.
 //   - A write that is not cached (cache full; the data dir's disk nearly
-//     full, so that ENOSPC is reported by the write as before; or a commit
-//     is flushing the cache, so that the flush ends and the commit holds a
-//     prefix of every writer's writes) goes to the log directly under the
-//     flush mutex, and drops the cached copies it supersedes.
+//     full, so that ENOSPC is reported by the write as before; or a folded
+//     commit window is flushing the cache, so that the flush ends and the
+//     commit holds a prefix of every writer's writes) goes to the log
+//     directly under the flush mutex, and drops the cached copies (of both
+//     generations) it supersedes.
 //
 // Cached blocks live in page slots of 2 MiB anonymous mappings outside the
 // Go heap (the garbage collector neither scans nor paces on them); the
@@ -93,12 +100,20 @@ type wcache struct {
 
 	mu    sync.Mutex
 	slabs [][]byte // fixed length; nil where not mapped
-	free  []uint32 // free page slots
-	used  atomic.Int64
+	free   []uint32 // free page slots
+	used   atomic.Int64
+	mapped atomic.Int64 // pages in mapped slabs
 
 	kick       chan struct{}
 	lastPut    atomic.Int64 // unix nanoseconds of the last put
 	committing atomic.Bool  // a commit is flushing: writes go to the log
+	// gen: a commit's window is open in generation mode: it froze what was
+	// cached (volCache.frozen) and flushes that, while cached writes go on
+	// into a new generation (dirty). See commitWith and fold.
+	gen atomic.Bool
+	// frozenHook, when set (tests), runs in a generation-mode commit right
+	// after the freeze, before the frozen blocks are flushed.
+	frozenHook func()
 
 	spaceMu   sync.Mutex
 	spaceNext atomic.Int64 // unix nanoseconds: when free space is looked at again
@@ -131,25 +146,58 @@ func (c *wcache) alloc(n int) []uint32 {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for len(c.free) < n {
-		i := slices.IndexFunc(c.slabs, func(s []byte) bool { return s == nil })
-		if i < 0 {
-			return nil
-		}
-		mem := mapSlab()
-		if mem == nil {
-			return nil
-		}
-		c.slabs[i] = mem
-		for p := cacheSlabPages - 1; p >= 0; p-- {
-			c.free = append(c.free, uint32(i*cacheSlabPages+p))
-		}
+	if !c.growLocked(n) {
+		return nil
 	}
 	out := slices.Clone(c.free[len(c.free)-n:])
 	c.free = c.free[:len(c.free)-n]
 	c.used.Add(int64(n))
 	return out
 }
+
+// prefault makes sure, as far as the size allows, that n page slots are
+// free, before a writer takes its volume's cache lock: mapping a slab
+// takes milliseconds on a virtual machine (fs/wcache.go mapSlab), and the
+// volume's readers would wait for it.
+func (c *wcache) prefault(n int) {
+	if c.used.Load()+int64(n) <= c.mapped.Load() {
+		return // enough free, as far as a glance tells
+	}
+	c.mu.Lock()
+	c.growLocked(n)
+	c.mu.Unlock()
+}
+
+// growLocked maps slabs until n slots are free, or says it cannot. New
+// slabs are mapped and faulted in with c.mu released, so that writers,
+// readers and flush steps do not queue behind it; c.mu is held again on
+// return.
+func (c *wcache) growLocked(n int) bool {
+	for len(c.free) < n {
+		i := slices.IndexFunc(c.slabs, func(s []byte) bool { return s == nil })
+		if i < 0 {
+			return false
+		}
+		c.slabs[i] = reservedSlab
+		c.mu.Unlock()
+		mem := mapSlab()
+		c.mu.Lock()
+		if mem == nil {
+			c.slabs[i] = nil
+			return false
+		}
+		c.slabs[i] = mem
+		c.mapped.Add(cacheSlabPages)
+		for p := cacheSlabPages - 1; p >= 0; p-- {
+			c.free = append(c.free, uint32(i*cacheSlabPages+p))
+		}
+	}
+	return true
+}
+
+// reservedSlab marks a slab being mapped by alloc (not nil, so no other
+// alloc takes its index; empty, so trim leaves it alone).
+var reservedSlab = []byte{}
 
 // mapSlab maps a 2 MiB slab aligned to 2 MiB, asks for a transparent huge
 // page and faults it in at once: on this kind of virtual machine a page
@@ -205,9 +253,10 @@ func (c *wcache) trim() {
 		return
 	}
 	for i, s := range c.slabs {
-		if s != nil {
+		if len(s) > 0 {
 			unmapRange(s)
 			c.slabs[i] = nil
+			c.mapped.Add(-cacheSlabPages)
 		}
 	}
 	c.free = nil
@@ -322,9 +371,10 @@ func (m *slotMap) blocks() []uint64 {
 // volCache is one volume's cached blocks.
 type volCache struct {
 	mu       sync.RWMutex
-	dirty    slotMap      // written since the last flush step began
+	dirty    slotMap      // written since the last flush step began (or the last freeze)
+	frozen   slotMap      // the open commit's generation, older than dirty (commitWith)
 	flushing slotMap      // taken by the flush step in progress, still read from here
-	n        atomic.Int64 // blocks in dirty and flushing
+	n        atomic.Int64 // blocks in dirty, frozen and flushing
 
 	// puts counts the blocks cached since the volume's cache last emptied;
 	// at an fsync, Fsync compares it with what is still cached (judge).
@@ -340,13 +390,14 @@ type volCache struct {
 }
 
 func (v *volCache) count() {
-	v.n.Store(int64(v.dirty.n + v.flushing.n))
+	v.n.Store(int64(v.dirty.n + v.frozen.n + v.flushing.n))
 }
 
 // put caches whole blocks from block first on. false: the cache has no
 // room; nothing was cached.
 func (v *volCache) put(c *wcache, first uint64, data []byte) bool {
 	n := len(data) / BlockSize
+	c.prefault(n)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	need := 0
@@ -396,15 +447,22 @@ func (v *volCache) read(c *wcache, first uint64, dst []byte) []bool {
 	defer v.mu.RUnlock()
 	var filled []bool
 	n := len(dst) / BlockSize
-	var rd, rf *slotRun
+	// Newest first: dirty, then the frozen generation, then a flush step's
+	// blocks (frozen and flushing never hold the same block: a step takes
+	// its blocks out of frozen, or out of dirty dropping their frozen
+	// copies).
+	var rd, rz, rf *slotRun
 	for i := range n {
 		b := first + uint64(i)
 		if i == 0 || b%runBlocks == 0 {
-			rd, rf = v.dirty.run(b, false), v.flushing.run(b, false)
+			rd, rz, rf = v.dirty.run(b, false), v.frozen.run(b, false), v.flushing.run(b, false)
 		}
 		var s uint32
 		if rd != nil {
 			s = rd.s[b%runBlocks]
+		}
+		if s == 0 && rz != nil {
+			s = rz.s[b%runBlocks]
 		}
 		if s == 0 && rf != nil {
 			s = rf.s[b%runBlocks]
@@ -422,37 +480,78 @@ func (v *volCache) read(c *wcache, first uint64, dst []byte) []bool {
 	return filled
 }
 
-// drop forgets the dirty blocks in [from, to). The caller holds the flush
-// mutex or the writer lock exclusively, so no flush step is in progress.
+// drop forgets the cached blocks in [from, to), of both generations. The
+// caller holds the flush mutex or the writer lock exclusively, so no flush
+// step is in progress.
 func (v *volCache) drop(c *wcache, from, to uint64) {
 	if v.n.Load() == 0 || from >= to {
 		return
 	}
 	v.mu.Lock()
-	var slots []uint32
-	if (to-from)/runBlocks+1 < uint64(len(v.dirty.runs)) {
-		for b := from; b < to; b++ {
-			if s, ok := v.dirty.del(b); ok {
-				slots = append(slots, s)
-			}
-		}
-	} else {
-		for _, b := range v.dirty.blocks() {
-			if b >= from && b < to {
-				s, _ := v.dirty.del(b)
-				slots = append(slots, s)
-			}
-		}
-	}
+	slots := v.dirty.dropRange(from, to, nil)
+	slots = v.frozen.dropRange(from, to, slots)
 	v.count()
 	v.mu.Unlock()
 	c.release(slots)
 }
 
-// dirtyBlocks returns the dirty block numbers in order.
-func (v *volCache) dirtyBlocks() []uint64 {
+// dropRange deletes the blocks in [from, to) and appends their slots.
+func (m *slotMap) dropRange(from, to uint64, slots []uint32) []uint32 {
+	if m.n == 0 {
+		return slots
+	}
+	if (to-from)/runBlocks+1 < uint64(len(m.runs)) {
+		for b := from; b < to; b++ {
+			if s, ok := m.del(b); ok {
+				slots = append(slots, s)
+			}
+		}
+		return slots
+	}
+	for _, b := range m.blocks() {
+		if b >= from && b < to {
+			s, _ := m.del(b)
+			slots = append(slots, s)
+		}
+	}
+	return slots
+}
+
+// freeze makes what the volume has cached the open commit's generation.
+// Called with the state lock held exclusively: no flush step is in
+// progress and frozen is empty (a commit empties it or, failing, unfreezes).
+func (v *volCache) freeze() {
+	v.mu.Lock()
+	v.frozen, v.dirty = v.dirty, slotMap{}
+	v.mu.Unlock()
+}
+
+// unfreeze gives a failed commit's generation back to dirty, under newer
+// copies. Called with the state lock held exclusively.
+func (v *volCache) unfreeze(c *wcache) {
+	v.mu.Lock()
+	var free []uint32
+	for _, b := range v.frozen.blocks() {
+		s, _ := v.frozen.del(b)
+		if _, newer := v.dirty.get(b); newer {
+			free = append(free, s)
+		} else {
+			v.dirty.set(b, s)
+		}
+	}
+	v.count()
+	v.mu.Unlock()
+	c.release(free)
+}
+
+// blocksOf returns the block numbers of the frozen generation or of dirty,
+// in order.
+func (v *volCache) blocksOf(frozen bool) []uint64 {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
+	if frozen {
+		return v.frozen.blocks()
+	}
 	return v.dirty.blocks()
 }
 
@@ -465,6 +564,7 @@ func (f *FS) storeBlocks(ino, first uint64, data []byte) error {
 		!f.wc.lowSpace(f.log.Space) && v.c.put(f.wc, first, data) {
 		return nil
 	}
+	f.fold() // a change to the tree
 	if v.c.n.Load() == 0 {
 		// Nothing of the volume is cached or being flushed: no flush step
 		// can map an older copy of these blocks after them (a block cached
@@ -481,6 +581,68 @@ func (f *FS) storeBlocks(ino, first uint64, data []byte) error {
 	return nil
 }
 
+// fold is called, with the state read lock held, before anything changes
+// a tree while a commit's window is open in generation mode (anything but
+// a cached write within a volume's size): from then on the window is an
+// ordinary commit's, which flushes every cached block of both generations
+// and lets writes go to the log meanwhile. Otherwise the commit would
+// capture this change without the cached writes made before it.
+func (f *FS) fold() {
+	if f.wc.gen.Load() {
+		f.wc.committing.Store(true)
+	}
+}
+
+// lockState takes the state read lock for a change that is not a cached
+// write (a namespace operation): an open window in generation mode folds.
+func (f *FS) lockState() {
+	f.state.RLock()
+	f.fold()
+}
+
+// flushGeneration opens a commit's window in generation mode: under the
+// state lock (no write in flight) every volume's cached blocks become the
+// frozen generation, then they are flushed step by step beside the
+// writers, who cache into a new one. A failure closes the window.
+func (f *FS) flushGeneration() error {
+	f.state.Lock()
+	vols := f.cachedVolumes()
+	for _, v := range vols {
+		v.c.freeze()
+	}
+	f.wc.gen.Store(true)
+	f.state.Unlock()
+	if f.wc.frozenHook != nil {
+		f.wc.frozenHook()
+	}
+	for ino, v := range vols {
+		if err := f.flushOf(ino, v, true, true); err != nil {
+			f.endWindow(err)
+			return err
+		}
+	}
+	return nil
+}
+
+// endWindow closes a commit's window; after a failure the frozen
+// generation is given back to dirty, under newer copies.
+func (f *FS) endWindow(err error) {
+	f.state.Lock()
+	f.endWindowLocked(err)
+	f.state.Unlock()
+}
+
+// endWindowLocked is endWindow with the state lock held exclusively.
+func (f *FS) endWindowLocked(err error) {
+	if err != nil {
+		for _, v := range f.cachedVolumes() {
+			v.c.unfreeze(f.wc)
+		}
+	}
+	f.wc.gen.Store(false)
+	f.wc.committing.Store(false)
+}
+
 // flushVolume writes every block of the volume cached when it is called to
 // the log and the tree (not durably: Commit does that). A failure leaves
 // the blocks cached, and is returned.
@@ -489,16 +651,25 @@ func (f *FS) flushVolume(ino uint64) error {
 	if v.c.n.Load() == 0 {
 		return nil
 	}
-	bs := v.c.dirtyBlocks()
-	if len(bs) == 0 {
-		// Everything is taken by a flush step in progress elsewhere; it
-		// holds flushMu until its blocks are in the tree.
-		v.c.flushMu.Lock()
-		v.c.flushMu.Unlock()
+	for _, frozen := range []bool{true, false} { // older generation first
+		if err := f.flushOf(ino, v, frozen, false); err != nil {
+			return err
+		}
 	}
+	// Blocks taken by a flush step in progress elsewhere: it holds flushMu
+	// until they are in the tree.
+	v.c.flushMu.Lock()
+	v.c.flushMu.Unlock()
+	return nil
+}
+
+// flushOf flushes the blocks of one generation of a volume, in steps. own:
+// the open commit flushing its own generation (no fold).
+func (f *FS) flushOf(ino uint64, v *volume, frozen, own bool) error {
+	bs := v.c.blocksOf(frozen)
 	for len(bs) > 0 {
 		k := min(len(bs), flushBatch)
-		if err := f.flushStep(ino, v, bs[:k]); err != nil {
+		if err := f.flushStep(ino, v, bs[:k], frozen, own); err != nil {
 			return err
 		}
 		bs = bs[k:]
@@ -506,26 +677,33 @@ func (f *FS) flushVolume(ino uint64) error {
 	return nil
 }
 
-// flushStep moves the given dirty blocks (in order) to the log and maps
-// them; blocks no longer dirty are skipped.
-func (f *FS) flushStep(ino uint64, v *volume, bs []uint64) error {
+// flushStep moves the given blocks of a generation (in order) to the log
+// and maps them; blocks no longer there are skipped.
+func (f *FS) flushStep(ino uint64, v *volume, bs []uint64, frozen, own bool) error {
 	v.wmu.RLock()
 	defer v.wmu.RUnlock()
 	f.state.RLock()
 	defer f.state.RUnlock()
+	if !own {
+		f.fold()
+	}
 	v.c.flushMu.Lock()
 	defer v.c.flushMu.Unlock()
-	return f.flushTaken(ino, &v.c, bs)
+	return f.flushTaken(ino, &v.c, bs, frozen)
 }
 
-// flushLocked flushes everything cached, with the state lock held
-// exclusively by the caller (commitWith): no write is in flight, so the
-// trees then hold exactly the writes made so far. No flush mutex is held
-// by anyone else then (each is taken under the state read lock).
-func (f *FS) flushLocked() error {
+// flushLocked flushes what is cached, with the state lock held exclusively
+// by the caller (commitWith): no write is in flight, so the trees then
+// hold exactly the writes made so far. all: both generations; else only
+// what is left of the frozen one. No flush mutex is held by anyone else
+// then (each is taken under the state read lock).
+func (f *FS) flushLocked(all bool) error {
 	for ino, v := range f.cachedVolumes() {
 		v.c.flushMu.Lock()
-		err := f.flushTaken(ino, &v.c, nil)
+		err := f.flushTaken(ino, &v.c, nil, true)
+		if err == nil && all {
+			err = f.flushTaken(ino, &v.c, nil, false)
+		}
 		v.c.flushMu.Unlock()
 		if err != nil {
 			return err
@@ -534,26 +712,40 @@ func (f *FS) flushLocked() error {
 	return nil
 }
 
-// flushTaken moves the dirty blocks bs (in order; nil: all) to the flushing
-// map, writes them and forgets them, or on failure makes them dirty again.
-// The caller holds c.flushMu and the state lock (either way).
-func (f *FS) flushTaken(ino uint64, c *volCache, bs []uint64) error {
+// flushTaken moves the blocks bs (in order; nil: all) of a generation to
+// the flushing map, writes them and forgets them, or on failure puts them
+// back. Blocks taken from dirty drop their frozen copies, which they
+// supersede (so a flush never maps an older copy over a newer one). The
+// caller holds c.flushMu and the state lock (either way).
+func (f *FS) flushTaken(ino uint64, c *volCache, bs []uint64, frozen bool) error {
 	c.mu.Lock()
 	if c.deleted {
 		c.mu.Unlock()
 		return nil
 	}
+	src := &c.dirty
+	if frozen {
+		src = &c.frozen
+	}
 	if bs == nil {
-		bs = c.dirty.blocks()
+		bs = src.blocks()
 	}
 	taken := bs[:0:0]
+	var stale []uint32
 	for _, b := range bs {
-		if s, ok := c.dirty.del(b); ok {
+		if s, ok := src.del(b); ok {
 			c.flushing.set(b, s)
 			taken = append(taken, b)
+			if !frozen {
+				if old, ok := c.frozen.del(b); ok {
+					stale = append(stale, old)
+				}
+			}
 		}
 	}
+	c.count()
 	c.mu.Unlock()
+	f.wc.release(stale)
 
 	err := f.writeFlushing(ino, c, taken)
 
@@ -561,14 +753,18 @@ func (f *FS) flushTaken(ino uint64, c *volCache, bs []uint64) error {
 	var free []uint32
 	for _, b := range taken {
 		s, _ := c.flushing.del(b)
-		if _, newer := c.dirty.get(b); newer || err == nil {
+		_, newer := c.dirty.get(b)
+		if !newer && frozen {
+			_, newer = c.frozen.get(b)
+		}
+		if newer || err == nil {
 			free = append(free, s)
 		} else {
-			c.dirty.set(b, s) // keep it for the next flush
+			src.set(b, s) // keep it for the next flush
 		}
 	}
 	c.count()
-	if c.dirty.n == 0 {
+	if c.dirty.n == 0 && c.frozen.n == 0 {
 		c.puts.Store(0)
 	}
 	c.mu.Unlock()
@@ -691,7 +887,7 @@ func (f *FS) writeBack() {
 		case <-t.C:
 		case <-f.wc.kick:
 		}
-		if f.wc.used.Load() > f.wc.bg {
+		if f.wc.used.Load() > f.wc.bg && !f.wc.gen.Load() { // a window's flush is under way
 			vols := f.cachedVolumes()
 			inos := make([]uint64, 0, len(vols))
 			for ino := range vols {

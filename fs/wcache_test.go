@@ -392,3 +392,79 @@ func TestWriteCacheThroughAfterUselessFsync(t *testing.T) {
 		t.Fatal("hot reads back wrong")
 	}
 }
+
+// TestWriteCacheGenerationWindow: a commit freezes what is cached and
+// flushes it while writes go on into the cache. Those writes read back at
+// once but are not in that commit: after a crash the data dir is as of
+// the freeze. A change to a tree in the window (here a write that extends
+// a file) folds it: the commit then holds every write made before that
+// change, cached or not.
+func TestWriteCacheGenerationWindow(t *testing.T) {
+	for _, fold := range []bool{false, true} {
+		dir, store := t.TempDir(), blocks.NewMemStore()
+		f := openCached(t, dir, store, 64<<20)
+		a, b := create(t, f, "a"), create(t, f, "b")
+		f.WriteAt(a, block(1, 64), 0)
+		f.WriteAt(b, block(1, 64), 0)
+		if err := f.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt(a, block(2, 64), 0) // cached: the next commit's generation
+		f.WriteAt(b, block(2, 64), 0)
+		hooked := false
+		f.wc.frozenHook = func() {
+			if hooked {
+				return
+			}
+			hooked = true
+			if !f.wc.gen.Load() || f.wc.committing.Load() {
+				t.Errorf("window: gen %v committing %v, want generation mode", f.wc.gen.Load(), f.wc.committing.Load())
+			}
+			if _, err := f.WriteAt(a, block(3, 32), 0); err != nil { // within the size: cached
+				t.Error(err)
+			}
+			if f.wc.committing.Load() {
+				t.Error("a cached write within the size folded the window")
+			}
+			if got := readAll(t, f, a, 64*BlockSize); !bytes.Equal(got, append(block(3, 32), block(2, 32)...)) {
+				t.Error("in the window, a read is not the newest write")
+			}
+			if fold {
+				if _, err := f.WriteAt(b, block(4, 16), 64*BlockSize); err != nil { // extends b
+					t.Error(err)
+				}
+				if !f.wc.committing.Load() {
+					t.Error("a write extending a file did not fold the window")
+				}
+			}
+		}
+		if err := f.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if !hooked {
+			t.Fatal("the commit did not open a generation window")
+		}
+		if f.wc.gen.Load() || f.wc.committing.Load() {
+			t.Fatal("the window is still open after the commit")
+		}
+		if fold != (f.wc.used.Load() == 0) {
+			t.Fatalf("fold %v: %d pages still cached after the commit", fold, f.wc.used.Load())
+		}
+		wantA := append(block(3, 32), block(2, 32)...)
+		if got := readAll(t, f, a, 64*BlockSize); !bytes.Equal(got, wantA) {
+			t.Fatalf("fold %v: after the commit a does not read its newest writes", fold)
+		}
+		crash(f)
+		g := openCached(t, dir, store, 64<<20)
+		gotA, gotB := readAll(t, g, a, 1<<20), readAll(t, g, b, 1<<20)
+		if fold {
+			if !bytes.Equal(gotA, wantA) || !bytes.Equal(gotB, append(block(2, 64), block(4, 16)...)) {
+				t.Fatal("folded window: the commit does not hold every write made before the fold")
+			}
+		} else if !bytes.Equal(gotA, block(2, 64)) || !bytes.Equal(gotB, block(2, 64)) {
+			t.Fatal("generation window: after a crash the data is not as of the freeze")
+		}
+		g.Close()
+		checkAllClean(t, dir, store)
+	}
+}
