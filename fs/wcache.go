@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -100,7 +101,14 @@ type wcache struct {
 
 	mu    sync.Mutex
 	slabs [][]byte // fixed length; nil where not mapped
-	free   []uint32 // free page slots
+	// free has a bit set per free page slot of a mapped slab; nfree counts
+	// them. alloc hands slots out in address order from cursor on (next
+	// fit), so that a write's blocks land in consecutive slots: copies into
+	// scattered 4 KiB slots ran at a third of the speed of copies into
+	// consecutive ones (9 vs 25 GB/s here).
+	free   []uint64
+	nfree  int
+	cursor int // word of free to look at first
 	used   atomic.Int64
 	mapped atomic.Int64 // pages in mapped slabs
 
@@ -128,6 +136,7 @@ func newWCache(bytes int64) *wcache {
 	c.limit = max(bytes/BlockSize, cacheSlabPages)
 	c.bg = c.limit / 2
 	c.slabs = make([][]byte, (c.limit+cacheSlack+cacheSlabPages-1)/cacheSlabPages)
+	c.free = make([]uint64, len(c.slabs)*cacheSlabPages/64)
 	return c
 }
 
@@ -149,8 +158,16 @@ func (c *wcache) alloc(n int) []uint32 {
 	if !c.growLocked(n) {
 		return nil
 	}
-	out := slices.Clone(c.free[len(c.free)-n:])
-	c.free = c.free[:len(c.free)-n]
+	out := make([]uint32, 0, n)
+	for w := c.cursor; len(out) < n; w = (w + 1) % len(c.free) {
+		for c.free[w] != 0 && len(out) < n {
+			b := bits.TrailingZeros64(c.free[w])
+			c.free[w] &^= 1 << b
+			out = append(out, uint32(w*64+b))
+		}
+		c.cursor = w
+	}
+	c.nfree -= n
 	c.used.Add(int64(n))
 	return out
 }
@@ -173,7 +190,7 @@ func (c *wcache) prefault(n int) {
 // readers and flush steps do not queue behind it; c.mu is held again on
 // return.
 func (c *wcache) growLocked(n int) bool {
-	for len(c.free) < n {
+	for c.nfree < n {
 		i := slices.IndexFunc(c.slabs, func(s []byte) bool { return s == nil })
 		if i < 0 {
 			return false
@@ -188,9 +205,10 @@ func (c *wcache) growLocked(n int) bool {
 		}
 		c.slabs[i] = mem
 		c.mapped.Add(cacheSlabPages)
-		for p := cacheSlabPages - 1; p >= 0; p-- {
-			c.free = append(c.free, uint32(i*cacheSlabPages+p))
+		for w := i * cacheSlabPages / 64; w < (i+1)*cacheSlabPages/64; w++ {
+			c.free[w] = ^uint64(0)
 		}
+		c.nfree += cacheSlabPages
 	}
 	return true
 }
@@ -237,7 +255,15 @@ func (c *wcache) release(slots []uint32) {
 		return
 	}
 	c.mu.Lock()
-	c.free = append(c.free, slots...)
+	for _, slot := range slots {
+		bit := uint64(1) << (slot % 64)
+		if c.free[slot/64]&bit != 0 {
+			// Two owners of one slot would mix two blocks' data.
+			panic("fs: write cache: a page slot was freed twice")
+		}
+		c.free[slot/64] |= bit
+	}
+	c.nfree += len(slots)
 	c.used.Add(-int64(len(slots)))
 	c.mu.Unlock()
 }
@@ -259,7 +285,8 @@ func (c *wcache) trim() {
 			c.mapped.Add(-cacheSlabPages)
 		}
 	}
-	c.free = nil
+	clear(c.free)
+	c.nfree, c.cursor = 0, 0
 }
 
 // full says whether n more pages would take the cache past its size.
