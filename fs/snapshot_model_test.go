@@ -50,7 +50,10 @@ import (
 //	                   is not deterministic)
 //	VAFS_BACKGROUND=1  the committer and the compactor run every few ms (a
 //	                   crash may then return to the state after any op
-//	                   since the last certain commit)
+//	                   since the last certain commit, or between two of
+//	                   the writes of a snapshot-while-writing)
+//	VAFS_WCACHE=0      no write-back cache (fs/wcache.go): every write
+//	                   goes to the log at once
 //	VAFS_MINIMIZE=1    shrink a failing sequence and log it as a Go literal
 //	                   for a focused test (runModelOps)
 func TestSnapshotModel(t *testing.T) {
@@ -131,6 +134,30 @@ func runModelOps(t *testing.T, ops []mop) {
 	}
 }
 
+// TestSnapshotModelCommitBetweenWrites is what VAFS_BACKGROUND=1 hit at
+// random: a commit that lands between two writes of a
+// snapshot-while-writing, after its snapshots, commits the file as of that
+// write, neither torn nor with a later write, and a crash returns the file
+// there (a state the model once did not allow: it knew only the state the
+// last snapshot froze and the state after every write).
+func TestSnapshotModelCommitBetweenWrites(t *testing.T) {
+	for _, seed := range []uint64{1, 2, 3} {
+		r := newModelRun(t)
+		r.background = true // the model's bookkeeping of commits at any moment
+		r.commitBeforeLastWrite = true
+		if err := r.run([]mop{{K: opSnapWhileWriting, S: seed}, {K: opCrash, S: seed}}); err != nil {
+			var fe *stepError
+			if errors.As(err, &fe) {
+				t.Logf("history:\n%s", strings.Join(fe.history, "\n"))
+			}
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		if r.crashMidWrites != 1 {
+			t.Fatalf("seed %d: the crash returned to no state between the writes (%s)", seed, r.summary())
+		}
+	}
+}
+
 // Sizes are capped so that a run stays fast under -race.
 const (
 	mSpace    = 1 << 20 // writes start below this; files stay under ~1.5 MiB
@@ -168,7 +195,10 @@ type modelRun struct {
 	// durable lists the contents (by inode) that a crash may return to,
 	// oldest first: the last certain commit point, then every point that
 	// may or may not have committed since.
-	durable   []map[uint64]mdata
+	durable []map[uint64]mdata
+	// midWrites marks the durable states that are a file between two of
+	// the writes of a snapshot-while-writing (background mode only).
+	midWrites map[int]bool
 	goneSnaps []uint64
 	seenIDs   map[uint64]bool
 
@@ -176,15 +206,22 @@ type modelRun struct {
 	// background: the committer and the compactor run every few ms, so
 	// any op may have been committed by them.
 	background bool
-	step       int
-	hist       []string
-	checkAt    int
+	// commitBeforeLastWrite (TestSnapshotModelCommitBetweenWrites): no
+	// background timers; instead a snapshot-while-writing's writer waits
+	// for the snapshots before its second-to-last write and commits
+	// before its last: the commit lands strictly between the state the
+	// last snapshot froze and the state after every write.
+	commitBeforeLastWrite bool
+	step                  int
+	hist                  []string
+	checkAt               int
 
 	compactCalls, compactUnsupported, compactSegs      int
 	moved                                              uint64
 	snapsCreated, rollbacks, clones, crashes, remounts int
 	busyRefused, errChecks, fullVerifies               int
 	crashLater                                         int    // crashes that kept more than the last certain commit
+	crashMidWrites                                     int    // crashes that returned between two writes of a snapshot-while-writing
 	snapsMidWrites                                     int    // snapshots that froze a file between concurrent writes
 	got, want, data                                    []byte // reused buffers
 	spent                                              [numOps]time.Duration
@@ -218,13 +255,13 @@ func (l *lockedBuf) Write(p []byte) (int, error) {
 }
 
 func newModelRun(t testing.TB) *modelRun {
-	return &modelRun{t: t, files: map[string]*mfile{}, seenIDs: map[uint64]bool{}, logb: &lockedBuf{}}
+	return &modelRun{t: t, files: map[string]*mfile{}, seenIDs: map[uint64]bool{}, logb: &lockedBuf{}, midWrites: map[int]bool{}}
 }
 
 func (r *modelRun) summary() string {
 	return fmt.Sprintf("%d steps, %d snapshots created (%d amid concurrent writes), %d rollbacks (%d refused busy), %d clones, %d expected errors, "+
-		"%d remounts, %d crashes (%d kept more than the last certain commit), %d full verifies, compact %d calls (%d unsupported) %d segments %d blocks moved",
-		r.step, r.snapsCreated, r.snapsMidWrites, r.rollbacks, r.busyRefused, r.clones, r.errChecks, r.remounts, r.crashes, r.crashLater,
+		"%d remounts, %d crashes (%d kept more than the last certain commit, %d between the writes of a snapshot-while-writing), %d full verifies, compact %d calls (%d unsupported) %d segments %d blocks moved",
+		r.step, r.snapsCreated, r.snapsMidWrites, r.rollbacks, r.busyRefused, r.clones, r.errChecks, r.remounts, r.crashes, r.crashLater, r.crashMidWrites,
 		r.fullVerifies, r.compactCalls, r.compactUnsupported, r.compactSegs, r.moved) + "; time " + r.timeSpent()
 }
 
@@ -276,8 +313,11 @@ func (r *modelRun) run(ops []mop) (err error) {
 	}
 	r.opts = Options{DataDir: dir, Store: r.store, Logger: log.New(r.logb, "", 0),
 		CommitInterval: time.Hour, CompactInterval: -1, SegmentBlocks: segBlocks}
-	if r.background {
+	if r.background && !r.commitBeforeLastWrite {
 		r.opts.CommitInterval, r.opts.CompactInterval = 3*time.Millisecond, 10*time.Millisecond
+	}
+	if os.Getenv("VAFS_WCACHE") == "0" {
+		r.opts.WriteCache = -1
 	}
 	if err := r.open(); err != nil {
 		return err
@@ -401,7 +441,10 @@ func (r *modelRun) contents() map[uint64]mdata {
 
 // committed: a certain commit point. maybeCommitted: an op that may or may
 // not have committed (a crash may return to either side of it).
-func (r *modelRun) committed()      { r.durable = []map[uint64]mdata{r.contents()} }
+func (r *modelRun) committed() {
+	r.durable = []map[uint64]mdata{r.contents()}
+	clear(r.midWrites)
+}
 func (r *modelRun) maybeCommitted() { r.durable = append(r.durable, r.contents()) }
 
 // expect checks that err is the sentinel want.
@@ -987,11 +1030,21 @@ func (r *modelRun) snapWhileWriting(o mop, rng *rand.Rand) error {
 	var mu sync.Mutex
 	states := []mdata{mf.d.clone()} // states[i]: after i writes
 	werr := make(chan error, 1)
+	snapsDone := make(chan struct{})
 	go func() {
 		wr := rand.New(rand.NewPCG(o.S, 3))
 		d := mf.d.clone()
 		buf := make([]byte, 4*BlockSize)
 		for i := range nwrites {
+			if r.commitBeforeLastWrite && i == nwrites-2 {
+				<-snapsDone // the snapshots froze at most i writes
+			}
+			if r.commitBeforeLastWrite && i == nwrites-1 {
+				if err := f.Commit(); err != nil {
+					werr <- fmt.Errorf("commit before the last concurrent write: %w", err)
+					return
+				}
+			}
 			off, n := wr.Int64N(mSpace), 1+wr.Int64N(4*BlockSize)
 			if wr.IntN(2) == 0 { // whole blocks: these take the volume lock shared
 				off, n = off/BlockSize*BlockSize, BlockSize*(1+wr.Int64N(4))
@@ -1024,11 +1077,13 @@ func (r *modelRun) snapWhileWriting(o mop, rng *rand.Rand) error {
 		hi := len(states) // the write in flight, if any, may be in
 		mu.Unlock()
 		if err != nil {
+			close(snapsDone)
 			<-werr
 			return fmt.Errorf("snapshot create %s@%s while writing: %w", name, free[i], err)
 		}
 		snaps = append(snaps, taken{s, lo, hi})
 	}
+	close(snapsDone)
 	if err := <-werr; err != nil {
 		return err
 	}
@@ -1067,6 +1122,17 @@ func (r *modelRun) snapWhileWriting(o mop, rng *rand.Rand) error {
 	if last >= 0 { // the last snapshot committed the file as it froze it
 		mf.d = states[last].clone()
 		r.committed()
+	}
+	if r.background {
+		// The writes go on after the last snapshot's commit (and, without
+		// a snapshot, from the start): a background commit may land
+		// between any two of them, so the file may be committed after any
+		// of them, not only after the last.
+		for j := max(last, 0) + 1; j < len(states)-1; j++ {
+			mf.d = states[j]
+			r.maybeCommitted()
+			r.midWrites[len(r.durable)-1] = true
+		}
 	}
 	mf.d = states[len(states)-1].clone() // the file's model changes in place; the snapshots' must not
 	if r.background {
@@ -1250,13 +1316,17 @@ func (r *modelRun) afterCrash() error {
 			if i > 0 {
 				r.crashLater++
 			}
+			if r.midWrites[i] {
+				r.note("(between two writes of a snapshot-while-writing)")
+				r.crashMidWrites++
+			}
 			for _, mf := range r.files {
 				mf.d = c[mf.ino].clone()
 			}
 			r.committed()
 			return nil
 		}
-		if len(why) < 4 {
+		if len(why) < 8 {
 			why = append(why, fmt.Sprintf("commit point %d: %s", i+1, bad))
 		}
 	}
