@@ -120,8 +120,9 @@ type wcache struct {
 	// into a new generation (dirty). See commitWith and fold.
 	gen atomic.Bool
 	// frozenHook, when set (tests), runs in a generation-mode commit right
-	// after the freeze, before the frozen blocks are flushed.
-	frozenHook func()
+	// after the freeze, before the frozen blocks are flushed; passHook in
+	// flushVolume between its two passes.
+	frozenHook, passHook func()
 
 	spaceMu   sync.Mutex
 	spaceNext atomic.Int64 // unix nanoseconds: when free space is looked at again
@@ -678,9 +679,17 @@ func (f *FS) flushVolume(ino uint64) error {
 	if v.c.n.Load() == 0 {
 		return nil
 	}
-	for _, frozen := range []bool{true, false} { // older generation first
+	// dirty first: a commit's freeze may move blocks from dirty to frozen
+	// at any moment (never the other way), so blocks listed in dirty and
+	// frozen before it are found in frozen after it. (A frozen generation
+	// is flushed whole before the next freeze.) A dirty block's flush drops
+	// its older frozen copy.
+	for _, frozen := range []bool{false, true} {
 		if err := f.flushOf(ino, v, frozen, false); err != nil {
 			return err
+		}
+		if !frozen && f.wc.passHook != nil {
+			f.wc.passHook()
 		}
 	}
 	// Blocks taken by a flush step in progress elsewhere: it holds flushMu

@@ -468,3 +468,48 @@ func TestWriteCacheGenerationWindow(t *testing.T) {
 		checkAllClean(t, dir, store)
 	}
 }
+
+// TestWriteCacheFlushVolumeAcrossFreeze: a commit's freeze moves a
+// volume's cached blocks from dirty to frozen while flushVolume runs (here
+// between its two passes); flushVolume must still leave every block
+// cached before it began in the tree, or SEEK_DATA and copy_file_range,
+// which work on the tree, miss it.
+func TestWriteCacheFlushVolumeAcrossFreeze(t *testing.T) {
+	dir, store := t.TempDir(), blocks.NewMemStore()
+	f := openCached(t, dir, store, 64<<20)
+	defer f.Close()
+	a, b := create(t, f, "a"), create(t, f, "b")
+	if err := f.Truncate(a, 1<<20); err != nil { // 1 MiB of hole
+		t.Fatal(err)
+	}
+	if err := f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(a, block(7, 1), 100*BlockSize); err != nil { // cached
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(b, block(8, 1), 0); err != nil { // so that the commit freezes something
+		t.Fatal(err)
+	}
+	frozen, release, committed := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	f.wc.frozenHook = func() {
+		close(frozen)
+		<-release
+	}
+	f.wc.passHook = func() {
+		f.wc.passHook = nil
+		go func() { committed <- f.Commit() }()
+		<-frozen // the freeze happened between the passes
+	}
+	if f.dirtyPages(a) != 1 {
+		t.Fatalf("%d blocks of a cached, want 1", f.dirtyPages(a))
+	}
+	off, err := f.Lseek(a, 0, SeekData)
+	close(release)
+	if cerr := <-committed; cerr != nil {
+		t.Fatal(cerr)
+	}
+	if err != nil || off != 100*BlockSize {
+		t.Fatalf("SEEK_DATA from 0: %d, %v; want %d (the block cached before the seek)", off, err, 100*BlockSize)
+	}
+}
