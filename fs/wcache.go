@@ -214,8 +214,8 @@ func (c *wcache) growLocked(n int) bool {
 	return true
 }
 
-// reservedSlab marks a slab being mapped by alloc (not nil, so no other
-// alloc takes its index; empty, so trim leaves it alone).
+// reservedSlab marks a slab being mapped by growLocked (not nil, so no
+// other caller takes its index; empty, so trim leaves it alone).
 var reservedSlab = []byte{}
 
 // mapSlab maps a 2 MiB slab aligned to 2 MiB, asks for a transparent huge
@@ -789,11 +789,10 @@ func (f *FS) flushTaken(ino uint64, c *volCache, bs []uint64, frozen bool) error
 	var free []uint32
 	for _, b := range taken {
 		s, _ := c.flushing.del(b)
-		_, newer := c.dirty.get(b)
-		if !newer && frozen {
-			_, newer = c.frozen.get(b)
-		}
-		if newer || err == nil {
+		// Only dirty can have gained a newer copy meanwhile: frozen takes
+		// blocks only at a freeze, under the state lock, which this step
+		// holds shared.
+		if _, newer := c.dirty.get(b); newer || err == nil {
 			free = append(free, s)
 		} else {
 			src.set(b, s) // keep it for the next flush
