@@ -314,7 +314,7 @@ func (r *modelRun) run(ops []mop) (err error) {
 	r.opts = Options{DataDir: dir, Store: r.store, Logger: log.New(r.logb, "", 0),
 		CommitInterval: time.Hour, CompactInterval: -1, SegmentBlocks: segBlocks}
 	if r.background && !r.commitBeforeLastWrite {
-		r.opts.CommitInterval, r.opts.CompactInterval = 3*time.Millisecond, 10*time.Millisecond
+		r.opts.CommitInterval, r.opts.CompactInterval, r.opts.DirtyExpire = 3*time.Millisecond, 10*time.Millisecond, 3*time.Millisecond
 	}
 	if os.Getenv("VAFS_WCACHE") == "0" {
 		r.opts.WriteCache = -1

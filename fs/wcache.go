@@ -26,10 +26,12 @@ import (
 // times change at once, as before. Written blocks reach the log and the
 // tree ("flush") when:
 //   - anything commits: fsync, snapshot create/delete/rollback, clone,
-//     compaction, unmount, and the background commit every 5 s. A commit
-//     holds every write made before it, whatever the volume (as ext4's
+//     compaction, unmount, and the background commit once the oldest
+//     cached write is DirtyExpire old (the host's vm.dirty_expire_centisecs,
+//     30 s, as for a plain file's dirty pages; commitDue). A commit holds
+//     every write made before it, whatever the volume (as ext4's
 //     data=ordered), and a crash returns to the last commit as before: a
-//     SIGKILL of the mount loses at most the last ~5 s of what was not
+//     SIGKILL of the mount loses at most the last ~30 s of what was not
 //     fsynced, never a mix. fsync and the background commit freeze what is
 //     cached as their generation and flush it while writes go on into a
 //     new one, until anything else changes a tree (fold); see commitWith
@@ -114,6 +116,10 @@ type wcache struct {
 
 	kick       chan struct{}
 	lastPut    atomic.Int64 // unix nanoseconds of the last put
+	// dirtySince (unix nanoseconds) is when the first block cached since
+	// the last freeze or full flush was put: how old the oldest write the
+	// next commit would write out is (0: unknown, treated as old).
+	dirtySince atomic.Int64
 	committing atomic.Bool  // a commit is flushing: writes go to the log
 	// gen: a commit's window is open in generation mode: it froze what was
 	// cached (volCache.frozen) and flushes that, while cached writes go on
@@ -267,6 +273,13 @@ func (c *wcache) release(slots []uint32) {
 	c.nfree += len(slots)
 	c.used.Add(-int64(len(slots)))
 	c.mu.Unlock()
+}
+
+// expired says whether the oldest block cached since the last commit's
+// freeze (or full flush) was put at least d ago.
+func (c *wcache) expired(d time.Duration) bool {
+	since := c.dirtySince.Load()
+	return since == 0 || time.Since(time.Unix(0, since)) >= d
 }
 
 // trim unmaps every slab once no page is in use (the background flusher
@@ -443,7 +456,11 @@ func (v *volCache) put(c *wcache, first uint64, data []byte) bool {
 	if len(slots) < need {
 		return false
 	}
-	c.lastPut.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	c.lastPut.Store(now)
+	if c.dirtySince.Load() == 0 {
+		c.dirtySince.CompareAndSwap(0, now)
+	}
 	r = nil
 	for i := range n {
 		b := first + uint64(i)
@@ -638,6 +655,7 @@ func (f *FS) flushGeneration() error {
 	for _, v := range vols {
 		v.c.freeze()
 	}
+	f.wc.dirtySince.Store(0) // what is cached from here on is the new generation
 	f.wc.gen.Store(true)
 	f.state.Unlock()
 	if f.wc.frozenHook != nil {
@@ -666,6 +684,7 @@ func (f *FS) endWindowLocked(err error) {
 		for _, v := range f.cachedVolumes() {
 			v.c.unfreeze(f.wc)
 		}
+		f.wc.dirtySince.Store(0) // the frozen blocks are back: as old as can be
 	}
 	f.wc.gen.Store(false)
 	f.wc.committing.Store(false)
@@ -909,8 +928,8 @@ func (f *FS) dirtyPages(ino uint64) uint64 {
 }
 
 // writeBack is the background flusher: while the cache holds more than
-// half its size, the volumes with the most cached blocks are flushed (the
-// background commit flushes everything every few seconds anyway).
+// half its size, the volumes with the most cached blocks are flushed (into
+// the trees; the next commit makes them durable).
 func (f *FS) writeBack() {
 	defer close(f.wbDone)
 	t := time.NewTicker(200 * time.Millisecond)

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vafs/vafs/blocks"
 )
@@ -511,5 +512,62 @@ func TestWriteCacheFlushVolumeAcrossFreeze(t *testing.T) {
 	}
 	if err != nil || off != 100*BlockSize {
 		t.Fatalf("SEEK_DATA from 0: %d, %v; want %d (the block cached before the seek)", off, err, 100*BlockSize)
+	}
+}
+
+// TestBackgroundCommitWaitsForDirtyExpire: the background commit leaves
+// cached writes alone until the oldest is DirtyExpire old (as the kernel
+// leaves a file's dirty pages for vm.dirty_expire_centisecs), then commits
+// them; a tree change with nothing cached behind it is committed at the
+// next CommitInterval tick as before.
+func TestBackgroundCommitWaitsForDirtyExpire(t *testing.T) {
+	dir, store := t.TempDir(), blocks.NewMemStore()
+	const tick, expire = 20 * time.Millisecond, 800 * time.Millisecond
+	opts := Options{DataDir: dir, Store: store, Logger: log.New(io.Discard, "", 0), SegmentBlocks: 64,
+		WriteCache: 64 << 20, CommitInterval: tick, DirtyExpire: expire, CompactInterval: -1}
+	f, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ino := create(t, f, "a")
+	start := time.Now()
+	if _, err := f.WriteAt(ino, block(7, 16), 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * tick)
+	if time.Since(start) < expire { // a descheduled test proves nothing here
+		if ids, _ := store.List(); len(ids) != 0 || f.wc.used.Load() == 0 {
+			t.Fatalf("after %v (< %v): %d segments, %d pages cached: committed before the write expired",
+				time.Since(start), expire, len(ids), f.wc.used.Load())
+		}
+	}
+	for f.wc.used.Load() != 0 {
+		if time.Since(start) > expire+30*time.Second {
+			t.Fatalf("cached write not committed %v after it was made", time.Since(start))
+		}
+		time.Sleep(tick)
+	}
+	if took := time.Since(start); took < expire {
+		t.Fatalf("cached write committed after %v, before DirtyExpire %v", took, expire)
+	}
+	// The commit is durable: a crash keeps it.
+	crash(f)
+	if f, err = Open(opts); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if got := readAll(t, f, ino, 16*BlockSize); !bytes.Equal(got, block(7, 16)) {
+		t.Fatal("the background commit's data is not there after a crash")
+	}
+	// A tree change with nothing cached: the next tick commits it.
+	if err := f.Truncate(ino, 8*BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	for f.trees.Dirty() != 0 {
+		if time.Since(start) > 30*time.Second {
+			t.Fatal("a tree change was not committed by the background commit")
+		}
+		time.Sleep(tick)
 	}
 }

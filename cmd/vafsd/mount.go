@@ -46,6 +46,10 @@ func runMount(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	expire, err := parseDirtyExpire(c.String("dirty-expire"))
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return fmt.Errorf("data dir %s cannot be created: %w", data, err)
 	}
@@ -65,7 +69,7 @@ func runMount(c *cli.Context) error {
 	if err != nil {
 		return fail(fmt.Errorf("data dir %s cannot be written: %w", data, err))
 	}
-	f, err := fs.Open(fs.Options{DataDir: data, Store: store, Logger: lg, WriteCache: wcache})
+	f, err := fs.Open(fs.Options{DataDir: data, Store: store, Logger: lg, WriteCache: wcache, DirtyExpire: expire})
 	if err != nil {
 		return fail(err)
 	}
@@ -238,6 +242,20 @@ func background(data, mnt string) error {
 		s = "the mount process exited before the mount answered; see " + logPath
 	}
 	return errors.New(s)
+}
+
+// parseDirtyExpire reads --dirty-expire: "auto" (fs.Options' default, 0)
+// or a positive duration.
+func parseDirtyExpire(s string) (time.Duration, error) {
+	t := strings.TrimSpace(s)
+	if strings.EqualFold(t, "auto") || t == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(t)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("--dirty-expire %q: want a duration like 30s or 2m, or auto", s)
+	}
+	return d, nil
 }
 
 // parseCacheSize reads --write-cache: "auto" (fs.Options' default, 0), "0"

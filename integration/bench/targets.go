@@ -37,7 +37,7 @@ var targetDocs = map[string]string{
 		"as well. The cost of FUSE and go-fuse before vafs does anything.",
 	"vafs": "`vafs`: a file created by fio in `vafs mount --background --data DATA MNT` (DATA under the work directory). " +
 		"vafs holds written blocks in its write-back cache (memory, `--write-cache`, default 1/8 of RAM) until the next commit " +
-		"(fsync, or the background commit every 5 s; docs/write-cache.md), then appends them to its segment files with O_DIRECT; " +
+		"(fsync, or the background commit once the oldest cached write is 30 s old, as the kernel's dirty page write-back; docs/write-cache.md), then appends them to its segment files with O_DIRECT; " +
 		"it reads segment files through the host page cache. So what fio asks for as direct I/O is direct only as far as the vafs " +
 		"process, as for qsd; plain and loopback go O_DIRECT down to the disk.",
 }

@@ -20,6 +20,7 @@ func Mount(action cli.ActionFunc) *cli.Command {
 			&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request"},
 			&cli.BoolFlag{Name: "writeback-cache", Usage: "let the kernel cache writes (CAP_WRITEBACK_CACHE)"},
 			&cli.StringFlag{Name: "write-cache", Value: "auto", Usage: "memory for written blocks until the next commit (SIZE like 2G, 0 to write through; auto: 1/8 of RAM, at most 4G)"},
+			&cli.StringFlag{Name: "dirty-expire", Value: "auto", Usage: "how long written blocks may wait in that memory before the background commit (DURATION like 30s; auto: the host's vm.dirty_expire_centisecs); fsync commits at once"},
 		},
 		Action: action,
 	}
