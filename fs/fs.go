@@ -33,8 +33,8 @@ type Options struct {
 	// before the background commit writes the cache out (0: the host's
 	// vm.dirty_expire_centisecs, as the kernel does for a plain file's
 	// dirty pages; 30 s if unreadable). Never less than CommitInterval.
-	DirtyExpire time.Duration
-	SegmentBlocks  uint32 // records per segment (tests make it small)
+	DirtyExpire   time.Duration
+	SegmentBlocks uint32 // records per segment (tests make it small)
 	// CompactInterval is how often the background compaction pass runs
 	// (0: every 30 s; negative: never, only Compact).
 	CompactInterval time.Duration

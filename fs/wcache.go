@@ -114,13 +114,13 @@ type wcache struct {
 	used   atomic.Int64
 	mapped atomic.Int64 // pages in mapped slabs
 
-	kick       chan struct{}
-	lastPut    atomic.Int64 // unix nanoseconds of the last put
+	kick    chan struct{}
+	lastPut atomic.Int64 // unix nanoseconds of the last put
 	// dirtySince (unix nanoseconds) is when the first block cached since
 	// the last freeze or full flush was put: how old the oldest write the
 	// next commit would write out is (0: unknown, treated as old).
 	dirtySince atomic.Int64
-	committing atomic.Bool  // a commit is flushing: writes go to the log
+	committing atomic.Bool // a commit is flushing: writes go to the log
 	// gen: a commit's window is open in generation mode: it froze what was
 	// cached (volCache.frozen) and flushes that, while cached writes go on
 	// into a new generation (dirty). See commitWith and fold.
