@@ -32,7 +32,8 @@ type Options struct {
 	// DirtyExpire is how old the oldest write in the write-back cache gets
 	// before the background commit writes the cache out (0: the host's
 	// vm.dirty_expire_centisecs, as the kernel does for a plain file's
-	// dirty pages; 30 s if unreadable). Never less than CommitInterval.
+	// dirty pages; 30 s if unreadable). The background commit looks every
+	// CommitInterval, or every DirtyExpire if that is shorter.
 	DirtyExpire   time.Duration
 	SegmentBlocks uint32 // records per segment (tests make it small)
 	// CompactInterval is how often the background compaction pass runs
@@ -97,7 +98,6 @@ func Open(opts Options) (*FS, error) {
 	if opts.DirtyExpire == 0 {
 		opts.DirtyExpire = HostDirtyExpire()
 	}
-	opts.DirtyExpire = max(opts.DirtyExpire, opts.CommitInterval)
 	lock, err := LockDataDir(opts.DataDir)
 	if err != nil {
 		return nil, err
@@ -246,7 +246,7 @@ func LockHolder(dir string) int {
 
 func (f *FS) committer() {
 	defer close(f.done)
-	t := time.NewTicker(f.opts.CommitInterval)
+	t := time.NewTicker(min(f.opts.CommitInterval, f.opts.DirtyExpire))
 	defer t.Stop()
 	for {
 		select {

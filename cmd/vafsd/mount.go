@@ -245,15 +245,16 @@ func background(data, mnt string) error {
 }
 
 // parseDirtyExpire reads --dirty-expire: "auto" (fs.Options' default, 0)
-// or a positive duration.
+// or a duration of at least 100ms (the background commit looks that often
+// at the shortest).
 func parseDirtyExpire(s string) (time.Duration, error) {
 	t := strings.TrimSpace(s)
 	if strings.EqualFold(t, "auto") || t == "" {
 		return 0, nil
 	}
 	d, err := time.ParseDuration(t)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("--dirty-expire %q: want a duration like 30s or 2m, or auto", s)
+	if err != nil || d < 100*time.Millisecond {
+		return 0, fmt.Errorf("--dirty-expire %q: want a duration of at least 100ms, like 30s or 2m, or auto", s)
 	}
 	return d, nil
 }

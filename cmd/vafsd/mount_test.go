@@ -31,7 +31,7 @@ func TestParseDirtyExpire(t *testing.T) {
 			t.Errorf("parseDirtyExpire(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"0s", "-5s", "30", "soon"} {
+	for _, in := range []string{"0s", "-5s", "30", "soon", "10ms"} {
 		if got, err := parseDirtyExpire(in); err == nil {
 			t.Errorf("parseDirtyExpire(%q) = %v, want an error", in, got)
 		}
