@@ -571,3 +571,45 @@ func TestBackgroundCommitWaitsForDirtyExpire(t *testing.T) {
 		time.Sleep(tick)
 	}
 }
+
+// TestWriteCacheStreamWrittenOut: the background flusher writes out a
+// volume whose writes are nearly all new blocks (a stream) after a window,
+// without waiting for the dirty expiry, and leaves a volume that rewrites
+// its blocks cached. What it wrote out reads back, from the tree.
+func TestWriteCacheStreamWrittenOut(t *testing.T) {
+	dir, store := t.TempDir(), blocks.NewMemStore()
+	f := openCached(t, dir, store, 64<<20)
+	defer f.Close()
+	f.wc.streamWindow.Store(int64(100 * time.Millisecond))
+	s, r := create(t, f, "stream"), create(t, f, "rewrite")
+	for i := range 8 { // 8 MiB, every block new
+		if _, err := f.WriteAt(s, block(byte(i+1), 256), int64(i)<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 10 { // the same 1 MiB ten times
+		if _, err := f.WriteAt(r, block(byte(i+1), 256), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	for f.dirtyPages(s) != 0 {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("the streamed volume still holds %d cached blocks", f.dirtyPages(s))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // more windows for the rewriting volume
+	if n := f.dirtyPages(r); n != 256 {
+		t.Fatalf("the rewriting volume holds %d cached blocks, want all 256", n)
+	}
+	for i := range 8 {
+		got := make([]byte, 1<<20)
+		if _, err := f.ReadAt(s, got, int64(i)<<20); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, block(byte(i+1), 256)) {
+			t.Fatalf("streamed MiB %d does not read back after the write-out", i)
+		}
+	}
+}
