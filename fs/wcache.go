@@ -40,10 +40,7 @@ import (
 //     and SEEK_HOLE (the volume), describe and df (all);
 //   - the cache holds more than half its size (then the largest volumes
 //     are flushed in the background), or is full (then a writer flushes its
-//     own volume before it adds more);
-//   - a volume's writes over the last 5 s were nine in ten new blocks (a
-//     stream): the background flusher writes them out and syncs the log
-//     (writeOutStreams), so that nobody's fsync pays for them later.
+//     own volume before it adds more).
 //
 // Correctness rests on three rules:
 //   - Reads look in the cache before the tree, newest generation first. A
