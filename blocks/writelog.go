@@ -159,12 +159,6 @@ type Log struct {
 	freeB    int64 // estimated free bytes, refreshed from the store
 	freeAt   time.Time
 
-	// syncMu serializes Syncs: a Sync that found nothing left to sync must
-	// not return while another is still syncing what it took (a commit's
-	// Sync beside the write-back's would otherwise return before the
-	// segments its batch points into are durable).
-	syncMu sync.Mutex
-
 	nameMu      sync.Mutex // serializes syncNames
 	namesSynced uint64     // names [0, namesSynced) are durable (under nameMu)
 
@@ -577,8 +571,6 @@ type syncJob struct {
 // waits until the slots reserved so far are encoded, writes every staged
 // chunk up to there, and syncs the files.
 func (l *Log) Sync() error {
-	l.syncMu.Lock()
-	defer l.syncMu.Unlock()
 	l.mu.Lock()
 	segs := l.unsynced
 	l.unsynced = nil

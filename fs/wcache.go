@@ -129,8 +129,6 @@ type wcache struct {
 	// after the freeze, before the frozen blocks are flushed; passHook in
 	// flushVolume between its two passes.
 	frozenHook, passHook func()
-	// streamWindow (nanoseconds), when set (tests), replaces the constant.
-	streamWindow atomic.Int64
 
 	spaceMu   sync.Mutex
 	spaceNext atomic.Int64 // unix nanoseconds: when free space is looked at again
@@ -422,11 +420,6 @@ type volCache struct {
 	// puts counts the blocks cached since the volume's cache last emptied;
 	// at an fsync, Fsync compares it with what is still cached (judge).
 	puts atomic.Int64
-	// winPuts and winNew count the blocks cached, and those of them that
-	// took a new page slot (not an overwrite of a cached block), since
-	// winStart (unix nanoseconds; 0: not started): the background flusher
-	// looks at them every streamWindow (writeOutStreams).
-	winPuts, winNew, winStart atomic.Int64
 	// throughUntil (unix nanoseconds): until then the volume's writes go to
 	// the log directly, because caching them coalesced nothing.
 	throughUntil atomic.Int64
@@ -463,8 +456,6 @@ func (v *volCache) put(c *wcache, first uint64, data []byte) bool {
 	if len(slots) < need {
 		return false
 	}
-	v.winPuts.Add(int64(n))
-	v.winNew.Add(int64(need))
 	now := time.Now().UnixNano()
 	c.lastPut.Store(now)
 	if c.dirtySince.Load() == 0 {
@@ -829,9 +820,6 @@ func (f *FS) flushTaken(ino uint64, c *volCache, bs []uint64, frozen bool) error
 	c.count()
 	if c.dirty.n == 0 && c.frozen.n == 0 {
 		c.puts.Store(0)
-		c.winStart.Store(0) // the next look starts a new window
-		c.winPuts.Store(0)
-		c.winNew.Store(0)
 	}
 	c.mu.Unlock()
 	f.wc.release(free)
@@ -856,64 +844,9 @@ const (
 // still distinct (overwrites coalesced under 10%), the volume writes
 // through for throughFor.
 func (v *volCache) judge() {
-	if uncoalesced(v.puts.Load(), v.n.Load()) {
+	puts, cached := v.puts.Load(), v.n.Load()
+	if puts >= judgeMin && cached*10 >= puts*9 {
 		v.throughUntil.Store(time.Now().Add(throughFor).UnixNano())
-	}
-}
-
-// uncoalesced: of puts blocks cached, distinct ones are nine in ten or
-// more (and there were enough to judge).
-func uncoalesced(puts, distinct int64) bool { return puts >= judgeMin && distinct*10 >= puts*9 }
-
-// streamWindow is how often the background flusher looks at each volume's
-// writes for a stream of new data (writeOutStreams); wcache.streamWindow
-// overrides it in tests.
-const streamWindow = 5 * time.Second
-
-// writeOutStreams flushes, to the log and the tree (the next commit makes
-// them durable), the cached blocks of every volume whose writes over the
-// last streamWindow were nine in ten new blocks: a guest streaming new
-// data (an OS install, a restore, an image copy) gains nothing from
-// waiting for the dirty expiry (30 s), and any fsync on the mount, of any
-// volume, would have to write what it cached (fs.go commitDue). A volume
-// that rewrites its blocks keeps them cached until the expiry. Not while a
-// commit's window is open (its flush is under way).
-func (f *FS) writeOutStreams() {
-	now := time.Now().UnixNano()
-	streamed := false
-	for ino, v := range f.cachedVolumes() {
-		c := &v.c
-		start := c.winStart.Load()
-		if start == 0 { // the window's counts start at the volume's last empty cache
-			c.winStart.Store(now)
-			continue
-		}
-		window := int64(streamWindow)
-		if w := f.wc.streamWindow.Load(); w > 0 {
-			window = w
-		}
-		if now-start < window {
-			continue
-		}
-		stream := uncoalesced(c.winPuts.Load(), c.winNew.Load())
-		c.winStart.Store(now)
-		c.winPuts.Store(0)
-		c.winNew.Store(0)
-		if stream && !f.wc.gen.Load() {
-			if err := f.flushVolume(ino); err != nil {
-				f.lg.Printf("write-back of streamed volume %d: %v", ino, err)
-				continue
-			}
-			streamed = true
-		}
-	}
-	if streamed {
-		// Sync what was written (not a commit: the trees stay as they
-		// are): the disk's cache flush is the dear part of an fsync, and
-		// whoever commits next would pay it for all of this.
-		if err := f.log.Sync(); err != nil {
-			f.lg.Printf("write-back of streamed volumes: sync: %v", err)
-		}
 	}
 }
 
@@ -1023,9 +956,6 @@ func (f *FS) writeBack() {
 					f.lg.Printf("write-back of volume %d: %v", ino, err)
 				}
 			}
-		}
-		if !f.wc.gen.Load() {
-			f.writeOutStreams()
 		}
 		if f.wc.used.Load() == 0 && time.Since(time.Unix(0, f.wc.lastPut.Load())) > trimAfter {
 			f.wc.trim()
