@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cockroachdb/pebble/vfs"
+
 	"github.com/vafs/vafs/blocks"
 	"github.com/vafs/vafs/meta"
 )
@@ -24,7 +26,10 @@ type Options struct {
 	DataDir string       // locked, holds meta/ (Pebble)
 	Store   blocks.Store // where segments live (cachessd on a single host)
 	MemMeta bool         // keep Pebble in memory (tests)
-	Logger  *log.Logger
+	// MetaFS, when set, is the file system Pebble lives on (tests: a
+	// vfs.NewStrictMem to model a power cut); the real one otherwise.
+	MetaFS vfs.FS
+	Logger *log.Logger
 	// CommitInterval is how often dirty state is committed in the
 	// background (default 5 s); fsync commits at once. Writes held in the
 	// write-back cache wait for DirtyExpire instead.
@@ -124,9 +129,12 @@ func Open(opts Options) (*FS, error) {
 
 func (f *FS) open() error {
 	var err error
-	if f.opts.MemMeta {
+	switch {
+	case f.opts.MetaFS != nil:
+		f.db, err = meta.Open("meta", f.opts.MetaFS)
+	case f.opts.MemMeta:
 		f.db, err = meta.OpenMem()
-	} else {
+	default:
 		f.db, err = meta.Open(filepath.Join(f.opts.DataDir, "meta"), nil)
 	}
 	if err != nil {

@@ -16,6 +16,11 @@ import (
 
 const superVersion = 1
 
+// DataFormat is the data dir format this vafs reads and writes (the
+// superblock's "fmt"; docs/format.md says what changes it). A data dir of
+// a newer format is refused with ErrTooNew, never read as corrupt.
+const DataFormat = 1
+
 // RootIno is the inode number of the root directory.
 const RootIno = 1
 
@@ -30,6 +35,7 @@ type Superblock struct {
 	NextSeq  uint64 `msgpack:"seq"`  // segment sequence numbers (blocks.Log)
 	NextSnap uint64 `msgpack:"snap"` // snapshot ids (0 in data dirs older than snapshots: start at 1)
 	Created  int64  `msgpack:"created"`
+	Format   uint32 `msgpack:"fmt,omitempty"` // data dir format (absent: 1)
 }
 
 // DB is the Pebble database of one data dir.
@@ -37,26 +43,49 @@ type DB struct {
 	p  *pebble.DB
 	mu sync.Mutex // guards sb
 	sb Superblock
+	// superMu orders the batches that carry the superblock: each encodes
+	// S from memory and is applied under it, so the S on disk is always
+	// the newest applied and no counter ever moves back (a commit batch
+	// built before a create must not land the older S after it).
+	superMu  sync.Mutex
+	readOnly bool
 }
 
 // Open opens (creating if needed) the metadata database in dir. fs may be
 // nil for the real file system (tests pass vfs.NewMem()).
-func Open(dir string, fs vfs.FS) (*DB, error) {
+func Open(dir string, fs vfs.FS) (*DB, error) { return open(dir, fs, false) }
+
+// OpenReadOnly opens an existing metadata database without changing a
+// byte of it (fsck). A directory that holds no vafs metadata is an error
+// wrapping ErrNotVafs; nothing is created.
+func OpenReadOnly(dir string, fs vfs.FS) (*DB, error) { return open(dir, fs, true) }
+
+func open(dir string, fs vfs.FS, readOnly bool) (*DB, error) {
 	opts := &pebble.Options{
 		FS:           fs,
 		MemTableSize: 4 << 20, // WALs are preallocated to about this size: keep small data disks usable
 		Logger:       quietLogger{},
+		ReadOnly:     readOnly,
 	}
 	if fs == nil {
 		opts.FS = vfs.Default
+	}
+	if readOnly {
+		opts.ErrorIfNotExists = true
+		if _, err := opts.FS.Stat(opts.FS.PathJoin(dir, "CURRENT")); err != nil {
+			return nil, fmt.Errorf("%w: %s has no metadata database: %v", ErrNotVafs, dir, err)
+		}
 	}
 	p, err := pebble.Open(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("meta: open pebble in %s: %w", dir, err)
 	}
-	d := &DB{p: p}
+	d := &DB{p: p, readOnly: readOnly}
 	v, closer, err := p.Get([]byte{pfxSuper})
 	switch {
+	case errors.Is(err, pebble.ErrNotFound) && readOnly:
+		p.Close()
+		return nil, fmt.Errorf("%w: %s has no superblock", ErrNotVafs, dir)
 	case errors.Is(err, pebble.ErrNotFound):
 		if err := d.initialize(); err != nil {
 			p.Close()
@@ -66,15 +95,34 @@ func Open(dir string, fs vfs.FS) (*DB, error) {
 		p.Close()
 		return nil, fmt.Errorf("meta: read superblock: %w", err)
 	default:
-		err := decodeVersioned(v, superVersion, &d.sb)
+		err := DecodeSuperblock(v, &d.sb)
 		closer.Close()
 		if err != nil {
 			p.Close()
-			return nil, fmt.Errorf("meta: superblock: %w", err)
+			return nil, err
 		}
-		d.sb.NextSnap = max(d.sb.NextSnap, 1)
 	}
 	return d, nil
+}
+
+// DecodeSuperblock decodes the value of the superblock key. A superblock
+// written by a newer vafs (a record version or data dir format above this
+// one's) is ErrTooNew, anything else undecodable ErrCorrupt.
+func DecodeSuperblock(v []byte, sb *Superblock) error {
+	if len(v) > 0 && v[0] > superVersion {
+		return fmt.Errorf("%w: superblock version %d is newer than this vafs (%d); upgrade vafs", ErrTooNew, v[0], superVersion)
+	}
+	var s Superblock
+	if err := decodeVersioned(v, superVersion, &s); err != nil {
+		return fmt.Errorf("meta: superblock: %w", err)
+	}
+	s.Format = max(s.Format, 1)
+	if s.Format > DataFormat {
+		return fmt.Errorf("%w: data dir format %d is newer than this vafs (%d); upgrade vafs", ErrTooNew, s.Format, DataFormat)
+	}
+	s.NextSnap = max(s.NextSnap, 1)
+	*sb = s
+	return nil
 }
 
 func (d *DB) initialize() error {
@@ -85,7 +133,7 @@ func (d *DB) initialize() error {
 		host = 1
 	}
 	now := time.Now().UnixNano()
-	d.sb = Superblock{HostID: host, NextIno: RootIno + 1, NextNode: 1, NextGen: 1, NextSeq: 1, NextSnap: 1, Created: now}
+	d.sb = Superblock{HostID: host, NextIno: RootIno + 1, NextNode: 1, NextGen: 1, NextSeq: 1, NextSnap: 1, Created: now, Format: DataFormat}
 	b := d.NewBatch()
 	b.PutInode(RootIno, &Inode{Mode: 0o40755, Nlink: 2, Atime: now, Mtime: now, Ctime: now})
 	b.PutSuper()
@@ -126,20 +174,48 @@ func (d *DB) Flush() error { return d.p.LogData(nil, pebble.Sync) }
 
 // Batch is an atomic set of changes.
 type Batch struct {
-	db *DB
-	b  *pebble.Batch
+	db    *DB
+	b     *pebble.Batch
+	super bool // carries the superblock: re-encoded from memory at Commit
 }
 
 // NewBatch starts a batch.
 func (d *DB) NewBatch() *Batch { return &Batch{db: d, b: d.p.NewBatch()} }
 
 // Commit applies the batch; sync makes it durable before returning.
+//
+// A batch that carries the superblock writes it as it is in memory at
+// this moment, applied under superMu: counters only grow in memory, so
+// the S on disk only grows, whatever order batches built at different
+// times land in. A synced one is applied without sync under the lock and
+// then made durable by a WAL sync outside it (the WAL is ordered: the sync
+// covers it), so a create never waits for a commit's disk flush.
 func (b *Batch) Commit(sync bool) error {
+	defer b.b.Close()
+	if b.db.readOnly {
+		return fmt.Errorf("meta: commit: %w", ErrReadOnly)
+	}
+	if b.super {
+		d := b.db
+		d.superMu.Lock()
+		sb := d.Super()
+		b.b.Set([]byte{pfxSuper}, encodeVersioned(superVersion, &sb), nil)
+		err := b.b.Commit(pebble.NoSync)
+		d.superMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("meta: commit: %w", err)
+		}
+		if sync {
+			if err := d.Flush(); err != nil {
+				return fmt.Errorf("meta: commit: sync: %w", err)
+			}
+		}
+		return nil
+	}
 	opt := pebble.NoSync
 	if sync {
 		opt = pebble.Sync
 	}
-	defer b.b.Close()
 	if err := b.b.Commit(opt); err != nil {
 		return fmt.Errorf("meta: commit: %w", err)
 	}
@@ -159,10 +235,10 @@ func (b *Batch) AllocIno() uint64 {
 	return ino
 }
 
-// PutSuper writes the superblock as it is in memory.
+// PutSuper writes the superblock as it is in memory when the batch is
+// committed (see Commit).
 func (b *Batch) PutSuper() {
-	sb := b.db.Super()
-	b.b.Set([]byte{pfxSuper}, encodeVersioned(superVersion, &sb), nil)
+	b.super = true
 }
 
 func encodeVersioned(version byte, v any) []byte {
