@@ -10,7 +10,7 @@ var (
 	// ErrTooLarge: the block number is beyond what a tree can address.
 	ErrTooLarge = errors.New("meta: block number out of range")
 	// ErrTooNew: the data dir was written by a newer vafs.
-	ErrTooNew = errors.New("meta: data dir is newer than this vafs")
+	ErrTooNew = errors.New("meta: unsupported data dir")
 	// ErrNotVafs: the directory holds no vafs metadata.
 	ErrNotVafs = errors.New("meta: not a vafs data dir")
 	// ErrReadOnly: a change to a database opened read-only.
