@@ -348,6 +348,7 @@ func crashCycles() int {
 
 func TestCrashConsistency(t *testing.T) {
 	requireRoot(t)
+	requireFsck(t)
 	data, mnt := newDirs(t)
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("VAFS_CRASH_SEED"); s != "" {
@@ -380,10 +381,7 @@ func TestCrashConsistency(t *testing.T) {
 	}
 
 	cycles := crashCycles()
-	fsckEvery := 0
-	if fsckAvailable(t) {
-		fsckEvery = 6
-	}
+	const fsckEvery = 6
 	start := time.Now()
 	var acks, writes int
 	for c := 1; c <= cycles; c++ {
@@ -423,7 +421,7 @@ func TestCrashConsistency(t *testing.T) {
 			t.FailNow()
 		}
 		detachDead(t, mnt)
-		if fsckEvery > 0 && c%fsckEvery == 0 {
+		if c%fsckEvery == 0 {
 			checkFsck(t, data) // offline, on the crashed data dir
 		}
 

@@ -18,7 +18,7 @@ func smallTmpfs(t *testing.T, size int64) string {
 	t.Helper()
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.FormatInt(size, 10)); err != nil {
-		t.Skipf("cannot mount a tmpfs for the data dir: %v", err)
+		skipOrFail(t, "cannot mount a %d MiB tmpfs for the data dir: %v", size/MiB, err)
 	}
 	t.Cleanup(func() {
 		if err := syscall.Unmount(dir, 0); err != nil {

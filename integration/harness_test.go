@@ -200,21 +200,51 @@ func loopDevicesUnder(root string) []string {
 	return devs
 }
 
-// requireRoot skips the test unless it can mount FUSE file systems.
+// requireRoot skips the test, saying why, unless it can mount FUSE file systems
+// (root and /dev/fuse). This skip stays a skip everywhere: it is the machine, not
+// a missing install, and the skip message names what is missing.
 func requireRoot(t testing.TB) {
 	t.Helper()
 	if skipReason != "" {
-		t.Skip(skipReason)
+		t.Skip("skipping: " + skipReason)
 	}
 }
 
-// requireTools skips the test when one of the client programs is missing.
+// strictEnv says why a missing client program fails the test instead of
+// skipping it, or returns "" when it may skip. CI sets $CI; `just test` (and so
+// `just ci` and .ci/run) sets $VAFS_BIN, after `just setup` installed every
+// client. In both a missing program means the setup is broken, and a skip there
+// would let the suite pass without running the test.
+func strictEnv() string {
+	if v := os.Getenv("CI"); v != "" && v != "0" && !strings.EqualFold(v, "false") {
+		return "CI=" + v
+	}
+	if os.Getenv("VAFS_BIN") != "" {
+		return "VAFS_BIN is set"
+	}
+	return ""
+}
+
+// skipOrFail skips the test because something the machine should provide is
+// missing (the message says what), or fails it when strictEnv says the run must
+// not skip: a suite that skips a test in CI passes without running it.
+func skipOrFail(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if why := strictEnv(); why != "" {
+		t.Fatalf("%s; a failure, not a skip, because %s", msg, why)
+	}
+	t.Skipf("skipping: %s (with CI or VAFS_BIN set this is a failure)", msg)
+}
+
+// requireTools skips the test when one of the client programs is missing, or
+// fails it in CI (see strictEnv).
 func requireTools(t testing.TB, names ...string) {
 	t.Helper()
 	requireRoot(t)
 	for _, n := range names {
 		if _, err := exec.LookPath(n); err != nil {
-			t.Skipf("client program %q is not installed (%v)", n, err)
+			skipOrFail(t, "client program %q is not installed (%v); `just setup` installs it", n, err)
 		}
 	}
 }
@@ -493,22 +523,28 @@ func vafs(t testing.TB, timeout time.Duration, args ...string) (string, error) {
 	return runCmd(t, timeout, vafsBin, args...)
 }
 
-// fsckAvailable reports whether `vafs fsck` exists yet: its help exits 0 and
-// documents --data (a CLI without the subcommand may print the top-level help).
-func fsckAvailable(t testing.TB) bool {
+// requireFsck fails the test unless the binary under test has `vafs fsck`
+// documenting --data and every flag named (e.g. "--repair"): its help must exit 0
+// and list them. A CLI without the subcommand prints the top-level help instead,
+// which lists no --data. Never a skip: fsck is part of vafs, not of the machine.
+func requireFsck(t testing.TB, flags ...string) {
 	t.Helper()
 	out, err := vafs(t, 30*time.Second, "fsck", "--help")
-	return err == nil && strings.Contains(out, "--data")
+	if err != nil {
+		t.Fatalf("%s fsck --help: %v: this test needs `vafs fsck`; output:\n%s", vafsBin, err, out)
+	}
+	for _, f := range append([]string{"--data"}, flags...) {
+		if !strings.Contains(out, f) {
+			t.Fatalf("%s fsck --help does not list %s: this test needs `vafs fsck %s`; output:\n%s", vafsBin, f, f, out)
+		}
+	}
 }
 
-// checkFsck runs `vafs fsck --data dir` on a stopped data dir when the subcommand
-// exists, and asserts exit 0 and "clean".
+// checkFsck runs `vafs fsck --data dir` on a stopped data dir and asserts exit 0
+// and "clean"; the test fails if the binary has no fsck.
 func checkFsck(t testing.TB, data string) {
 	t.Helper()
-	if !fsckAvailable(t) {
-		t.Logf("vafs fsck not available yet; not checking %s", data)
-		return
-	}
+	requireFsck(t)
 	out, err := vafs(t, 2*time.Minute, "fsck", "--data", data)
 	if err != nil || !strings.Contains(out, "clean") {
 		t.Errorf("vafs fsck --data %s: err=%v, want exit 0 and \"clean\"; output:\n%s", data, err, out)

@@ -167,7 +167,7 @@ func TestSpaceReclaim(t *testing.T) {
 	requireCommands(t, "clone", "compact", "df")
 	data, mnt := newDirs(t)
 	if free := freeBytes(t, data); free < 6*GiB {
-		t.Skipf("the data disk has %.1f GiB free; this test needs 6 GiB", float64(free)/GiB)
+		t.Skipf("skipping: the data disk has %.1f GiB free; this test needs 6 GiB", float64(free)/GiB)
 	}
 	m := startMount(t, data, mnt)
 	a, b := m.Path("a.raw"), m.Path("b.raw")

@@ -75,7 +75,8 @@ func TestTreeCopy(t *testing.T) {
 	requireTools(t, "cp", "diff", "rm")
 	for _, s := range treeSources {
 		if _, err := os.Stat(s); err != nil {
-			t.Skipf("source tree %s missing: %v", s, err)
+			// From linux-libc-dev and libc6-dev, which `go test -race` (cgo) needs too.
+			skipOrFail(t, "source tree %s to copy is missing: %v", s, err)
 		}
 	}
 	data, mnt := newDirs(t)
