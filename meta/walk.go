@@ -237,3 +237,34 @@ func (t *Trees) SnapshotCount() int {
 	defer t.mu.Unlock()
 	return len(t.snapByID)
 }
+
+// SegmentRefs returns, for each segment in segs, the block references
+// that the leaves the trees of roots reach hold into it (what its stored
+// count must be; absent: none), visiting each node once. The mount uses
+// it to decide which segments without a live count are really
+// unreferenced; the same rule as WalkLive holds: the caller keeps the
+// trees from changing.
+func (t *Trees) SegmentRefs(roots []Root, segs map[uint64]bool) (map[uint64]int64, error) {
+	out := map[uint64]int64{}
+	seen := map[uint64]bool{}
+	for _, r := range roots {
+		if r.Head.Root == 0 {
+			continue
+		}
+		if r.Head.Height == 0 {
+			// Not skipped as empty: a walk that misses a tree would free its blocks.
+			return nil, fmt.Errorf("%w: volume %d snapshot %d: root %d at height 0", ErrCorrupt, r.Vol, r.Snap, r.Head.Root)
+		}
+		err := t.visit(r.Head.Root, int(r.Head.Height)-1, seen, func(id uint64, ext []extent) {
+			for _, e := range ext {
+				if segs[e.seg] {
+					out[e.seg] += int64(e.n)
+				}
+			}
+		})
+		if err != nil {
+			return nil, fmt.Errorf("walk volume %d snapshot %d: %w", r.Vol, r.Snap, err)
+		}
+	}
+	return out, nil
+}
