@@ -17,6 +17,9 @@ var (
 	ErrNoSpace = errors.New("blocks: no space left")
 	// ErrClosed is returned after Log.Close.
 	ErrClosed = errors.New("blocks: log closed")
+	// ErrSyncFailed: a sync of segment data failed. What it covered may be
+	// lost, so the Log refuses every later Sync and Append.
+	ErrSyncFailed = errors.New("blocks: sync failed")
 )
 
 // CorruptError names the block whose checksum (or header) did not match.

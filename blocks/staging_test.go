@@ -21,14 +21,16 @@ import (
 // rules (a misaligned write fails the test) and can be made to fail;
 // Allocate grows the file with zeros as fallocate does.
 type directStore struct {
-	t       *testing.T
-	mu      sync.Mutex
-	segs    map[blocks.SegmentID]*directMemFile
-	fail    atomic.Int32 // WriteDirect calls left to fail with failErr
-	failErr error
-	direct  atomic.Int64 // bytes written with WriteDirect
-	allocs  atomic.Int64 // Allocate calls
-	free    uint64       // reported by Space (capacity 1 TiB)
+	t        *testing.T
+	mu       sync.Mutex
+	segs     map[blocks.SegmentID]*directMemFile
+	fail     atomic.Int32       // WriteDirect calls left to fail with failErr
+	failSync atomic.Int32       // Sync calls left to fail with EIO
+	syncGate chan chan struct{} // when set, each Sync waits on a channel it sends here
+	failErr  error
+	direct   atomic.Int64 // bytes written with WriteDirect
+	allocs   atomic.Int64 // Allocate calls
+	free     uint64       // reported by Space (capacity 1 TiB)
 }
 
 type directMemFile struct {
@@ -102,7 +104,17 @@ func (f *directMemFile) WriteAt(p []byte, off int64) (int, error) {
 	return copy(f.data[off:], p), nil
 }
 
-func (f *directMemFile) Sync() error  { return nil }
+func (f *directMemFile) Sync() error {
+	if f.s.failSync.Add(-1) >= 0 {
+		return syscall.EIO
+	}
+	if f.s.syncGate != nil {
+		release := make(chan struct{})
+		f.s.syncGate <- release
+		<-release
+	}
+	return nil
+}
 func (f *directMemFile) Close() error { return nil }
 func (f *directMemFile) Size() (int64, error) {
 	f.mu.RLock()

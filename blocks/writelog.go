@@ -14,6 +14,10 @@ type LogConfig struct {
 	Host          uint32 // this host's id, the top bits of every SegmentID it makes
 	NextSeq       uint64 // the next sequence number must be at least this (persisted by the caller)
 	SegmentBlocks uint32 // records per segment before it is sealed; default 16384 (64 MiB of data)
+	// MaxOpenReaders bounds the segment files kept open for reading
+	// (default 512): descriptors are shared with Pebble and the process
+	// limit, and a data dir can hold tens of thousands of segments.
+	MaxOpenReaders int
 }
 
 // Extent is a run of consecutive records in one segment.
@@ -120,6 +124,7 @@ type openSeg struct {
 	chunks   map[uint32]*chunk
 	allocTo  int64 // bytes [0, allocTo) are preallocated
 	inflight int   // write-through appends that reserved and have not written yet
+	draining bool  // a Sync waits for inflight to reach 0: new write-through appends wait
 	sealed   bool
 }
 
@@ -146,13 +151,15 @@ type Log struct {
 	open     *openSeg
 	next     uint32
 	dirty    bool
+	seq      uint64 // bumped by every reservation and roll: what a Sync must cover
 	unsynced []*openSeg // sealed since the last Sync, synced and closed by it
 	names    uint64     // segments created (for NameSyncer stores)
 	segs     map[SegmentID]*openSeg
 	nchunks  int
 	flushq   chan *chunk
 	flushWG  sync.WaitGroup
-	flushErr error // a flush failed; appends stop until a Sync rewrites it
+	flushErr error // a background chunk write failed; the next append or Sync writes the chunk again
+	broken   error // a sync failed: nothing since can be trusted durable; every Sync and Append fails
 	nextSeq  uint64
 	closed   bool
 	reserve  uint64
@@ -162,8 +169,10 @@ type Log struct {
 	nameMu      sync.Mutex // serializes syncNames
 	namesSynced uint64     // names [0, namesSynced) are durable (under nameMu)
 
-	rmu     sync.RWMutex
-	readers map[SegmentID]SegmentFile
+	syncMu    sync.Mutex // serializes Syncs; a waiting one returns at once if the last covered it
+	syncedSeq uint64     // every reservation up to this seq is durable (under syncMu)
+
+	readers readerCache
 }
 
 var recPool = sync.Pool{New: func() any { b := make([]byte, 0, 64*RecordSize); return &b }}
@@ -190,8 +199,11 @@ func OpenLog(store Store, cfg LogConfig) (*Log, error) {
 	if cfg.SegmentBlocks == 0 {
 		cfg.SegmentBlocks = 16384
 	}
-	l := &Log{store: store, cfg: cfg, nextSeq: max(cfg.NextSeq, 1), readers: map[SegmentID]SegmentFile{},
-		segs: map[SegmentID]*openSeg{}}
+	if cfg.MaxOpenReaders <= 0 {
+		cfg.MaxOpenReaders = 512
+	}
+	l := &Log{store: store, cfg: cfg, nextSeq: max(cfg.NextSeq, 1), segs: map[SegmentID]*openSeg{}}
+	l.readers.init(store, cfg.MaxOpenReaders)
 	l.cond = sync.NewCond(&l.mu)
 	ids, err := store.List()
 	if err != nil {
@@ -286,6 +298,9 @@ func (l *Log) AppendBlocks(vol, first uint64, n0 int, block func(i int) []byte) 
 	}
 	n := uint32(n0)
 	var exts []Extent
+	if err := l.rewriteFailed(); err != nil {
+		return nil, err
+	}
 	l.mu.Lock()
 	if err := l.appendable(); err != nil {
 		l.mu.Unlock()
@@ -313,6 +328,16 @@ func (l *Log) AppendBlocks(vol, first uint64, n0 int, block func(i int) []byte) 
 		if s.df != nil {
 			if s.cur == nil || l.next >= s.cur.first+s.cur.n {
 				if l.nchunks >= maxChunks {
+					if l.flushErr != nil {
+						// A failed chunk holds its buffer until it is
+						// written: write it now rather than wait forever.
+						l.mu.Unlock()
+						if err := l.rewriteFailed(); err != nil {
+							return nil, err
+						}
+						l.mu.Lock()
+						continue
+					}
 					l.cond.Wait() // a flush frees a buffer; the state is re-checked
 					continue
 				}
@@ -325,11 +350,16 @@ func (l *Log) AppendBlocks(vol, first uint64, n0 int, block func(i int) []byte) 
 			k = min(k, ch.first+ch.n-l.next)
 			ch.reserved += k
 		} else {
+			if s.draining {
+				l.cond.Wait() // a Sync is waiting for the writes in flight
+				continue
+			}
 			s.inflight++
 		}
 		idx := l.next
 		l.next += k
 		l.dirty = true
+		l.seq++
 		l.mu.Unlock()
 
 		from := int(done)
@@ -369,13 +399,63 @@ func (l *Log) appendable() error {
 	if l.closed {
 		return ErrClosed
 	}
-	if l.flushErr != nil {
-		if errors.Is(l.flushErr, syscall.ENOSPC) {
-			return fmt.Errorf("%w: %w", ErrNoSpace, l.flushErr)
-		}
-		return l.flushErr
+	return l.broken
+}
+
+// rewriteFailed writes again every chunk whose background write failed
+// (its records are still in memory), so that one transient write error
+// costs nothing: the append or Sync that finds it retries, and only if the
+// retry fails too does that one call fail. Appends are not refused for an
+// error they could fix: a commit appends (the write-back cache) before it
+// syncs, so a sticky error would fail every commit after it, forever.
+func (l *Log) rewriteFailed() error {
+	l.mu.Lock()
+	if l.flushErr == nil {
+		l.mu.Unlock()
+		return nil
 	}
+	var failed []*chunk
+	for _, s := range l.segs {
+		for _, ch := range s.chunks {
+			if ch.failed != nil {
+				failed = append(failed, ch)
+			}
+		}
+	}
+	l.mu.Unlock()
+	for _, ch := range failed {
+		if err := l.writeChunk(ch, ch.n); err != nil {
+			return noSpaceOr(err)
+		}
+		l.mu.Lock()
+		ch.failed = nil
+		l.mu.Unlock()
+		l.dropChunk(ch)
+	}
+	l.mu.Lock()
+	l.recomputeFlushErr()
+	l.mu.Unlock()
 	return nil
+}
+
+// recomputeFlushErr sets flushErr to a failed chunk's error, or nil.
+// Caller holds l.mu.
+func (l *Log) recomputeFlushErr() {
+	l.flushErr = nil
+	for _, s := range l.segs {
+		for _, c := range s.chunks {
+			if c.failed != nil {
+				l.flushErr = c.failed
+			}
+		}
+	}
+}
+
+func noSpaceOr(err error) error {
+	if errors.Is(err, syscall.ENOSPC) && !errors.Is(err, ErrNoSpace) {
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	return err
 }
 
 func encodeRecords(dst []byte, seg SegmentID, idx uint32, tag Tag, n int, block func(i int) []byte) {
@@ -549,6 +629,7 @@ func (l *Log) roll() error {
 	}
 	l.nextSeq++
 	l.names++
+	l.seq++
 	if l.open != nil {
 		l.open.sealed = true
 		l.open.cur = nil
@@ -569,9 +650,32 @@ type syncJob struct {
 
 // Sync makes every Append that returned before it was called durable: it
 // waits until the slots reserved so far are encoded, writes every staged
-// chunk up to there, and syncs the files.
+// chunk up to there, and syncs the files. Concurrent Syncs are serialized;
+// one that finds its appends covered by the Sync before it returns at once
+// (group commit).
+//
+// A failed chunk write is retried by the next Sync (the records are in
+// memory). A failed fdatasync (or directory fsync) is not: Linux reports a
+// writeback error once and then answers 0, so records the failed sync
+// covered may be lost while a later sync succeeds. The Log then refuses
+// every Sync and Append (ErrSyncFailed, naming the segment): no commit can
+// refer to those records, and the mount says so instead of going on.
 func (l *Log) Sync() error {
 	l.mu.Lock()
+	my := l.seq
+	l.mu.Unlock()
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	l.mu.Lock()
+	if err := l.broken; err != nil {
+		l.mu.Unlock()
+		return err
+	}
+	if l.syncedSeq >= my {
+		l.mu.Unlock()
+		return nil
+	}
+	upto := l.seq
 	segs := l.unsynced
 	l.unsynced = nil
 	names := l.names
@@ -589,9 +693,9 @@ func (l *Log) Sync() error {
 		}
 	}
 	l.mu.Unlock()
-	fail := func(rest []*openSeg, err error) error {
+	fail := func(err error) error {
 		l.mu.Lock()
-		l.unsynced = append(rest[:len(rest):len(rest)], l.unsynced...)
+		l.unsynced = append(segs[:len(segs):len(segs)], l.unsynced...)
 		l.dirty = l.dirty || open != nil
 		l.mu.Unlock()
 		return err
@@ -603,40 +707,40 @@ func (l *Log) Sync() error {
 		}
 		l.mu.Unlock()
 		if err := l.writeChunk(j.ch, j.target); err != nil {
-			return fail(segs, fmt.Errorf("blocks: sync: %w", err))
+			return fail(noSpaceOr(fmt.Errorf("blocks: sync: %w", err)))
 		}
 		if j.target == j.ch.n {
 			l.mu.Lock()
 			if j.ch.failed != nil { // a flusher's write failed; this one did not
 				j.ch.failed = nil
-				l.flushErr = nil
-				for _, s := range l.segs {
-					for _, c := range s.chunks {
-						if c.failed != nil {
-							l.flushErr = c.failed
-						}
-					}
-				}
+				l.recomputeFlushErr()
 			}
 			l.mu.Unlock()
 			l.dropChunk(j.ch)
 		}
 	}
-	// A sealed segment takes no new reservation: wait out write-through
-	// appends still writing to it.
+	// Wait out write-through appends that reserved before this Sync: a
+	// sealed segment takes no new reservation, the open one holds new ones
+	// back while it drains.
 	l.mu.Lock()
-	for _, s := range segs {
+	for _, s := range append(segs[:len(segs):len(segs)], open) {
+		if s == nil || s.df != nil {
+			continue
+		}
+		s.draining = true
 		for s.inflight > 0 {
 			l.cond.Wait()
 		}
+		s.draining = false
+		l.cond.Broadcast()
 	}
 	l.mu.Unlock()
 	if err := l.syncNames(names); err != nil {
-		return fail(segs, err)
+		return l.breakOn(err)
 	}
-	for i, s := range segs {
+	for _, s := range segs {
 		if err := s.f.Sync(); err != nil {
-			return fail(segs[i:], fmt.Errorf("blocks: sync sealed segment %s: %w", s.id, err))
+			return l.breakOn(fmt.Errorf("sync of sealed segment %s: %w", s.id, err))
 		}
 		l.mu.Lock()
 		delete(l.segs, s.id) // its chunks were all written and dropped above
@@ -645,10 +749,32 @@ func (l *Log) Sync() error {
 	}
 	if open != nil {
 		if err := open.f.Sync(); err != nil {
-			return fail(nil, fmt.Errorf("blocks: sync open segment %s: %w", open.id, err))
+			return l.breakOn(fmt.Errorf("sync of open segment %s: %w", open.id, err))
 		}
 	}
+	l.syncedSeq = upto
 	return nil
+}
+
+// breakOn records a failed sync: from now on every Sync and Append fails
+// with it (see Sync). Caller holds syncMu.
+func (l *Log) breakOn(err error) error {
+	err = fmt.Errorf("%w: %w; records written since the last good sync may not be on disk, so nothing more is committed: unmount, check the disk, mount again", ErrSyncFailed, err)
+	l.mu.Lock()
+	if l.broken == nil {
+		l.broken = err
+	}
+	err = l.broken
+	l.cond.Broadcast()
+	l.mu.Unlock()
+	return err
+}
+
+// Broken returns the error that stopped the Log (a failed sync), or nil.
+func (l *Log) Broken() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.broken
 }
 
 // syncNames makes the names of the first n segments this Log created
@@ -671,26 +797,6 @@ func (l *Log) syncNames(n uint64) error {
 	}
 	l.namesSynced = upto
 	return nil
-}
-
-func (l *Log) reader(id SegmentID) (SegmentFile, error) {
-	l.rmu.RLock()
-	f := l.readers[id]
-	l.rmu.RUnlock()
-	if f != nil {
-		return f, nil
-	}
-	l.rmu.Lock()
-	defer l.rmu.Unlock()
-	if f = l.readers[id]; f != nil {
-		return f, nil
-	}
-	f, err := l.store.Open(id)
-	if err != nil {
-		return nil, err
-	}
-	l.readers[id] = f
-	return f, nil
 }
 
 // readRaw fills buf (len n*RecordSize) with records [idx, idx+n) of seg as
@@ -726,11 +832,12 @@ func (l *Log) readRaw(seg SegmentID, idx uint32, buf []byte) error {
 			}
 			ch.rw.RUnlock()
 		}
-		f, err := l.reader(seg)
+		r, err := l.readers.get(seg)
 		if err != nil {
 			return fmt.Errorf("blocks: open segment %s: %w", seg, err)
 		}
-		got, err := f.ReadAt(part, RecordOffset(i))
+		got, err := r.f.ReadAt(part, RecordOffset(i))
+		l.readers.put(r)
 		if got < len(part) {
 			if err == nil || isEOF(err) {
 				return &CorruptError{Seg: seg, Index: i + uint32(got/RecordSize), Reason: "record beyond end of segment"}
@@ -780,12 +887,7 @@ func (l *Log) Remove(id SegmentID) error {
 	if l.IsOpen(id) {
 		return nil
 	}
-	l.rmu.Lock()
-	if f := l.readers[id]; f != nil {
-		f.Close()
-		delete(l.readers, id)
-	}
-	l.rmu.Unlock()
+	l.readers.drop(id)
 	return l.store.Remove(id)
 }
 
@@ -817,11 +919,6 @@ func (l *Log) Close() error {
 	}
 	l.unsynced = nil
 	l.mu.Unlock()
-	l.rmu.Lock()
-	for id, f := range l.readers {
-		f.Close()
-		delete(l.readers, id)
-	}
-	l.rmu.Unlock()
+	l.readers.closeAll()
 	return err
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -76,6 +77,8 @@ type FS struct {
 	compactor *compactor // background compaction (fs/compact.go)
 
 	invalidate func(ino uint64) // set by the binding; may be nil
+
+	syncFailLogged atomic.Bool // the log's sync failed and it was said (once)
 }
 
 type volume struct {
@@ -375,6 +378,9 @@ func (f *FS) commitWith(fn func(b *meta.Batch) error) error {
 	if err := f.log.Sync(); err != nil {
 		b.Close()
 		f.trees.Unflush(fl)
+		if errors.Is(err, blocks.ErrSyncFailed) && f.syncFailLogged.CompareAndSwap(false, true) {
+			f.lg.Printf("SYNC FAILED, no more commits (every fsync returns EIO; what was fsynced before is safe): %v", err)
+		}
 		return f.ioErr("commit: sync blocks", err)
 	}
 	if err := b.Commit(true); err != nil {
