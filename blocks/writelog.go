@@ -151,7 +151,7 @@ type Log struct {
 	open     *openSeg
 	next     uint32
 	dirty    bool
-	seq      uint64 // bumped by every reservation and roll: what a Sync must cover
+	seq      uint64     // bumped by every reservation and roll: what a Sync must cover
 	unsynced []*openSeg // sealed since the last Sync, synced and closed by it
 	names    uint64     // segments created (for NameSyncer stores)
 	segs     map[SegmentID]*openSeg
