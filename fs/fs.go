@@ -155,9 +155,9 @@ func (f *FS) open() error {
 }
 
 // recover reclaims volumes unlinked while open and volumes whose inode a
-// crash removed before their tree was dropped, then segments no committed
-// tree references (appended after the last commit, or dead ones whose
-// removal a crash interrupted).
+// crash removed before their tree was dropped, then this host's segments
+// that a walk of the committed trees finds unreferenced (appended after
+// the last commit, or dead ones whose removal a crash interrupted).
 func (f *FS) recover() error {
 	orphans, err := f.db.Orphans()
 	if err != nil {
@@ -191,8 +191,16 @@ func (f *FS) recover() error {
 	if err := f.Commit(); err != nil {
 		return err
 	}
-	if err := f.sweep(); err != nil {
+	restored, err := f.reclaim(true)
+	if err != nil {
 		return err
+	}
+	if restored {
+		// Make the counts the walk restored durable now, not at the
+		// first commit.
+		if err := f.Commit(); err != nil {
+			return err
+		}
 	}
 	if len(orphans) > 0 {
 		f.lg.Printf("reclaimed %d files unlinked while open", len(orphans))
@@ -200,22 +208,13 @@ func (f *FS) recover() error {
 	return nil
 }
 
-// sweep removes every segment that no committed tree references. Only
-// called when nothing is being written (open and close).
+// sweep removes, at close, the last open segment if no committed tree
+// references it. Like the sweep at open (reclaim, fs/sweep.go), a walk
+// decides, not the count alone, and it runs only when some segment of
+// this host has no live count. Only called when nothing is being written.
 func (f *FS) sweep() error {
-	ids, err := f.opts.Store.List()
-	if err != nil {
-		return err
-	}
-	refs := f.trees.SegRefs()
-	for _, id := range ids {
-		if refs[uint64(id)] == 0 {
-			if err := f.log.Remove(id); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	_, err := f.reclaim(false)
+	return err
 }
 
 // LockDataDir creates dir if needed and takes its lock file; a second
@@ -461,54 +460,4 @@ func (f *FS) vol(ino uint64) *volume {
 		f.vols[ino] = v
 	}
 	return v
-}
-
-// CheckReport is the result of Check.
-type CheckReport struct {
-	*meta.CheckReport
-	Segments       int
-	CorruptBlocks  int
-	MissingObjects int
-}
-
-// Check verifies a data dir offline: every reference count against what
-// the trees reach, every reachable block's checksum, and that every segment
-// file is referenced.
-func Check(opts Options) (*CheckReport, error) {
-	f, err := Open(opts)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	f.compactor.Stop() // the check reads Pebble directly: nothing may commit under it
-	rep := &CheckReport{}
-	seen := map[uint64]bool{}
-	mr, err := f.trees.Check(func(seg uint64, idx uint32, n uint64) error {
-		seen[seg] = true
-		buf := make([]byte, n*BlockSize)
-		if err := f.log.Read(blocks.Extent{Seg: blocks.SegmentID(seg), Index: idx, N: uint32(n)}, buf); err != nil {
-			if errors.Is(err, blocks.ErrChecksum) {
-				rep.CorruptBlocks++
-			} else {
-				rep.MissingObjects++
-			}
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	rep.CheckReport = mr
-	ids, err := opts.Store.List()
-	if err != nil {
-		return nil, err
-	}
-	rep.Segments = len(ids)
-	for _, id := range ids {
-		if !seen[uint64(id)] {
-			rep.Problems = append(rep.Problems, fmt.Sprintf("segment %s is stored but no tree references it", id))
-		}
-	}
-	return rep, nil
 }

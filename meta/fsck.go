@@ -47,6 +47,83 @@ func (t *Trees) RestoreSegRefs(seg uint64, n int64) {
 	t.dirtySegs[seg] = true
 }
 
+// fix is one change Repair makes: a line that says it, and the change.
+type fix struct {
+	line  string
+	apply func(b *Batch, sb *Superblock)
+}
+
+// fixes lists what Repair changes (see there), in a stable order.
+func (r *CheckReport) fixes(nextSeq uint64) []fix {
+	var out []fix
+	add := func(apply func(*Batch, *Superblock), format string, args ...any) {
+		out = append(out, fix{fmt.Sprintf(format, args...), apply})
+	}
+	if !r.Damaged {
+		for _, seg := range sortedKeys(r.StoredSegRefs) {
+			if _, ok := r.SegRefs[seg]; !ok {
+				add(func(b *Batch, _ *Superblock) { b.SetSegRefs(seg, 0) },
+					"segment %016x: count %d -> 0 (no tree references it)", seg, r.StoredSegRefs[seg])
+			}
+		}
+		for _, seg := range sortedKeys(r.SegRefs) {
+			if n, old := r.SegRefs[seg], r.StoredSegRefs[seg]; n != old {
+				add(func(b *Batch, _ *Superblock) { b.SetSegRefs(seg, n) },
+					"segment %016x: count %d -> %d (what the trees hold)", seg, old, n)
+			}
+		}
+		for _, id := range sortedKeys(r.nodeRefs) {
+			old, ok := r.storedRefs[id]
+			if !ok {
+				old = 1
+			}
+			if n := r.nodeRefs[id]; n != old {
+				add(func(b *Batch, _ *Superblock) { b.setNodeRefs(id, n) },
+					"node %d: count %d -> %d (the parents and roots that point at it)", id, old, n)
+			}
+		}
+		for _, id := range sortedKeys(r.storedRefs) {
+			if r.nodeRefs[id] == 0 {
+				add(func(b *Batch, _ *Superblock) { b.b.Delete(key64(pfxRef, id), nil) },
+					"node %d: count %d deleted (no root reaches the node)", id, r.storedRefs[id])
+			}
+		}
+		for _, id := range r.leaked {
+			add(func(b *Batch, _ *Superblock) { b.b.Delete(key64(pfxNode, id), nil) },
+				"node %d deleted: no root reaches it", id)
+		}
+	}
+	sb := r.Super
+	for _, c := range []struct {
+		what  string
+		field func(*Superblock) *uint64
+		above uint64
+	}{
+		{"inode number", func(s *Superblock) *uint64 { return &s.NextIno }, r.InUse.Ino + 1},
+		{"tree node id", func(s *Superblock) *uint64 { return &s.NextNode }, r.InUse.Node + 1},
+		{"generation", func(s *Superblock) *uint64 { return &s.NextGen }, r.InUse.Gen + 1},
+		{"snapshot id", func(s *Superblock) *uint64 { return &s.NextSnap }, r.InUse.Snap + 1},
+		{"segment sequence", func(s *Superblock) *uint64 { return &s.NextSeq }, nextSeq},
+	} {
+		if cur := *c.field(&sb); cur < c.above {
+			add(func(_ *Batch, s *Superblock) { f := c.field(s); *f = max(*f, c.above) },
+				"superblock: next %s %d -> %d", c.what, cur, c.above)
+		}
+	}
+	return out
+}
+
+// RepairPlan lists, one line per change, what Repair(r, nextSeq) would
+// change; it changes nothing.
+func (r *CheckReport) RepairPlan(nextSeq uint64) []string {
+	fs := r.fixes(nextSeq)
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = f.line
+	}
+	return out
+}
+
 // Repair makes the counts and counters of the database what r, a Check of
 // this same database with nothing changed since, says they must be, in one
 // synced batch, and returns one line per change:
@@ -60,65 +137,16 @@ func (t *Trees) RestoreSegRefs(seg uint64, n int64) {
 // and only counters are raised; the error then wraps ErrDamaged. Heads'
 // block counts are not rewritten.
 func (t *Trees) Repair(r *CheckReport, nextSeq uint64) ([]string, error) {
+	fs := r.fixes(nextSeq)
 	var done []string
-	say := func(format string, args ...any) { done = append(done, fmt.Sprintf(format, args...)) }
-	b := t.db.NewBatch()
-	if !r.Damaged {
-		for _, seg := range sortedKeys(r.StoredSegRefs) {
-			if _, ok := r.SegRefs[seg]; !ok {
-				b.SetSegRefs(seg, 0)
-				say("segment %016x: count %d -> 0 (no tree references it)", seg, r.StoredSegRefs[seg])
-			}
+	if len(fs) > 0 {
+		b := t.db.NewBatch()
+		t.db.mu.Lock() // counters only grow: a fix raises, never lowers
+		for _, f := range fs {
+			f.apply(b, &t.db.sb)
+			done = append(done, f.line)
 		}
-		for _, seg := range sortedKeys(r.SegRefs) {
-			if n, old := r.SegRefs[seg], r.StoredSegRefs[seg]; n != old {
-				b.SetSegRefs(seg, n)
-				say("segment %016x: count %d -> %d (what the trees hold)", seg, old, n)
-			}
-		}
-		for _, id := range sortedKeys(r.nodeRefs) {
-			old, ok := r.storedRefs[id]
-			if !ok {
-				old = 1
-			}
-			if n := r.nodeRefs[id]; n != old {
-				b.setNodeRefs(id, n)
-				say("node %d: count %d -> %d (parents and roots that point at it)", id, old, n)
-			}
-		}
-		for _, id := range sortedKeys(r.storedRefs) {
-			if r.nodeRefs[id] == 0 {
-				b.b.Delete(key64(pfxRef, id), nil)
-				say("node %d: count %d deleted (no root reaches the node)", id, r.storedRefs[id])
-			}
-		}
-		for _, id := range r.leaked {
-			b.b.Delete(key64(pfxNode, id), nil)
-			say("node %d deleted: no root reaches it", id)
-		}
-	}
-	t.db.mu.Lock()
-	sb := &t.db.sb
-	for _, c := range []struct {
-		what  string
-		field *uint64
-		above uint64
-	}{
-		{"inode number", &sb.NextIno, r.InUse.Ino + 1},
-		{"tree node id", &sb.NextNode, r.InUse.Node + 1},
-		{"generation", &sb.NextGen, r.InUse.Gen + 1},
-		{"snapshot id", &sb.NextSnap, r.InUse.Snap + 1},
-		{"segment sequence", &sb.NextSeq, nextSeq},
-	} {
-		if *c.field < c.above {
-			say("superblock: next %s %d -> %d", c.what, *c.field, c.above)
-			*c.field = c.above
-		}
-	}
-	t.db.mu.Unlock()
-	if len(done) == 0 {
-		b.Close()
-	} else {
+		t.db.mu.Unlock()
 		b.PutSuper()
 		if err := b.Commit(true); err != nil {
 			return nil, err
