@@ -321,6 +321,21 @@ func (t *Trees) SetAttrs(vol, size uint64, mtime, ctime int64) error {
 	return nil
 }
 
+// SetTimes sets a volume's mtime and ctime and nothing else, in one step
+// under the trees' lock: a timestamp change must never write back a size
+// it read earlier (a write may have extended the volume since).
+func (t *Trees) SetTimes(vol uint64, mtime, ctime int64) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h, err := t.head(vol)
+	if err != nil {
+		return err
+	}
+	h.Mtime, h.Ctime = mtime, ctime
+	t.dirtyHead(vol, h)
+	return nil
+}
+
 // Extend raises a volume's size to at least size and sets its times (a
 // write). Atomic with respect to other writes of the same volume.
 func (t *Trees) Extend(vol, size uint64, mtime int64) error {
