@@ -30,9 +30,10 @@ func Mount(action cli.ActionFunc) *cli.Command {
 func Fsck(action cli.ActionFunc) *cli.Command {
 	return &cli.Command{
 		Name:  "fsck",
-		Usage: "check a data dir offline: refcounts against the trees, and every block's checksum",
+		Usage: "check an unmounted data dir without changing it: counts against the trees, every block's checksum, unreferenced and missing segments, counters",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "data", Value: DefaultDataDir(), Usage: "data dir (must not be mounted)"},
+			&cli.BoolFlag{Name: "repair", Usage: "fix what a walk of the trees decides: rewrite wrong counts, remove this host's unreferenced segments, raise counters; prints each change"},
 		},
 		Action: action,
 	}
