@@ -173,6 +173,10 @@ type Log struct {
 	syncedSeq uint64     // every reservation up to this seq is durable (under syncMu)
 
 	readers readerCache
+
+	sizeMu sync.Mutex
+	sizes  map[SegmentID]int64 // bytes each segment file holds (or has preallocated)
+	stored int64               // their sum
 }
 
 var recPool = sync.Pool{New: func() any { b := make([]byte, 0, 64*RecordSize); return &b }}
@@ -219,6 +223,24 @@ func OpenLog(store Store, cfg LogConfig) (*Log, error) {
 		return nil, fmt.Errorf("blocks: store space: %w", err)
 	}
 	l.reserve = ReserveFor(total)
+	// What the segments take on the medium, kept up to date from here on:
+	// statfs reports it as vafs's used space.
+	l.sizes = make(map[SegmentID]int64, len(ids))
+	for _, id := range ids {
+		f, err := store.Open(id)
+		if err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return nil, fmt.Errorf("blocks: open segment %s: %w", id, err)
+		}
+		size, err := f.Size()
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("blocks: size of segment %s: %w", id, err)
+		}
+		l.setSize(id, size)
+	}
 	return l, nil
 }
 
@@ -372,6 +394,7 @@ func (l *Log) AppendBlocks(vol, first uint64, n0 int, block func(i int) []byte) 
 			bp := getBuf(int(k) * RecordSize)
 			encodeRecords(*bp, s.id, idx, tag, int(k), src)
 			_, err = s.f.WriteAt(*bp, RecordOffset(idx))
+			l.growSize(s.id, RecordOffset(idx+k))
 			putBuf(bp)
 		}
 
@@ -484,6 +507,7 @@ func (l *Log) newChunk(s *openSeg) error {
 			return spaceErr("allocate in segment", s.id, err)
 		}
 		s.allocTo = to
+		l.growSize(s.id, to)
 	}
 	ch.buf = getChunkBuf()[:size]
 	// A reused buffer holds old records: the tail past n records must read
@@ -639,6 +663,7 @@ func (l *Log) roll() error {
 		l.unsynced = append(l.unsynced, l.open)
 	}
 	l.open, l.next, l.dirty = s, 0, true
+	l.setSize(id, SegHeaderSize)
 	l.segs[id] = s
 	return nil
 }
@@ -888,7 +913,14 @@ func (l *Log) Remove(id SegmentID) error {
 		return nil
 	}
 	l.readers.drop(id)
-	return l.store.Remove(id)
+	if err := l.store.Remove(id); err != nil {
+		return err
+	}
+	l.sizeMu.Lock()
+	l.stored -= l.sizes[id]
+	delete(l.sizes, id)
+	l.sizeMu.Unlock()
+	return nil
 }
 
 // Close syncs and closes every file. The log cannot be used afterwards.
@@ -907,6 +939,7 @@ func (l *Log) Close() error {
 	if l.open != nil {
 		if s := l.open; s.df != nil && err == nil && s.allocTo > RecordOffset(l.next) {
 			// Give back the preallocated tail; every record is written.
+			l.setSize(s.id, RecordOffset(l.next))
 			if e := s.df.Truncate(RecordOffset(l.next)); e != nil {
 				err = fmt.Errorf("blocks: trim segment %s: %w", s.id, e)
 			}
@@ -921,4 +954,28 @@ func (l *Log) Close() error {
 	l.mu.Unlock()
 	l.readers.closeAll()
 	return err
+}
+
+func (l *Log) setSize(id SegmentID, size int64) {
+	l.sizeMu.Lock()
+	l.stored += size - l.sizes[id]
+	l.sizes[id] = size
+	l.sizeMu.Unlock()
+}
+
+func (l *Log) growSize(id SegmentID, size int64) {
+	l.sizeMu.Lock()
+	if old := l.sizes[id]; size > old {
+		l.stored += size - old
+		l.sizes[id] = size
+	}
+	l.sizeMu.Unlock()
+}
+
+// Stored is how many bytes the segment files take (preallocated space
+// included): what vafs stores for blocks.
+func (l *Log) Stored() uint64 {
+	l.sizeMu.Lock()
+	defer l.sizeMu.Unlock()
+	return uint64(max(l.stored, 0))
 }

@@ -79,6 +79,10 @@ type FS struct {
 	invalidate func(ino uint64) // set by the binding; may be nil
 
 	syncFailLogged atomic.Bool // the log's sync failed and it was said (once)
+
+	inoCountMu sync.Mutex
+	inoCount   uint64 // inodes in use, as of inoCountAt (statfs)
+	inoCountAt time.Time
 }
 
 type volume struct {
@@ -441,14 +445,41 @@ type StatFS struct {
 	NameLen               uint32
 }
 
-// StatFS reports capacity and free space (less the metadata reserve).
+// StatFS reports vafs's own space: used is what it stores (segment files,
+// preallocated space included, and the metadata), free and available are
+// what it can still write (the medium's free space less the metadata
+// reserve), and the size is their sum, so `df` on an empty mount shows
+// nearly nothing used whatever else the host disk holds. Used inodes are
+// the inodes in use.
 func (f *FS) StatFS() (StatFS, error) {
-	total, avail, err := f.log.Space()
+	_, avail, err := f.log.Space()
 	if err != nil {
 		return StatFS{}, fmt.Errorf("fs: statfs: %w", err)
 	}
-	return StatFS{Blocks: total / BlockSize, Bfree: avail / BlockSize, Bavail: avail / BlockSize,
-		Files: 1 << 40, Ffree: 1<<40 - f.db.Super().NextIno, NameLen: MaxName}, nil
+	used := f.log.Stored() + f.db.Usage()
+	inodes, err := f.inodesInUse()
+	if err != nil {
+		return StatFS{}, fmt.Errorf("fs: statfs: %w", err)
+	}
+	const maxInodes = 1 << 40
+	return StatFS{Blocks: (used + avail) / BlockSize, Bfree: avail / BlockSize, Bavail: avail / BlockSize,
+		Files: maxInodes, Ffree: maxInodes - min(inodes, maxInodes), NameLen: MaxName}, nil
+}
+
+// inodesInUse counts the inodes, at most once a second (a scan of the
+// inode keys; df and monitoring call statfs often).
+func (f *FS) inodesInUse() (uint64, error) {
+	f.inoCountMu.Lock()
+	defer f.inoCountMu.Unlock()
+	if time.Since(f.inoCountAt) < time.Second {
+		return f.inoCount, nil
+	}
+	n, err := f.db.InodeCount()
+	if err != nil {
+		return 0, err
+	}
+	f.inoCount, f.inoCountAt = n, time.Now()
+	return n, nil
 }
 
 func (f *FS) vol(ino uint64) *volume {
