@@ -40,6 +40,11 @@ setup:
             missing+=("${pkg[$tool]}")
         fi
     done
+    # gcc only recommends libc6-dev (installed without recommends above),
+    # but cgo (go test -race) and TestTreeCopy need its headers.
+    if [[ ! -e /usr/include/stdio.h ]]; then
+        missing+=(libc6-dev)
+    fi
     if ((${#missing[@]})); then
         mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
         echo "setup: installing ${missing[*]}"
