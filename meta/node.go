@@ -131,8 +131,13 @@ func decodeNode(id uint64, b []byte) (*node, error) {
 	if n.gen, ok = uv(); !ok {
 		return bad("gen")
 	}
+	// Every count and delta is bounded before it is used: a count before
+	// make (at most Fanout entries, and no more than the bytes left, since
+	// an entry takes at least one byte per field), a delta before it is
+	// added (so no sum wraps around and every entry lands inside the node,
+	// after the previous one).
 	cnt, ok := uv()
-	if !ok || cnt > Fanout {
+	if !ok || cnt > Fanout || cnt > uint64(len(b)-p) {
 		return bad("count")
 	}
 	if n.level == 0 {
@@ -147,19 +152,26 @@ func decodeNode(id uint64, b []byte) (*node, error) {
 			if !ok1 || !ok2 || !ok3 || !ok4 {
 				return bad("truncated extent")
 			}
+			if ds >= Fanout-prevEnd || nm1 >= Fanout-prevEnd-ds {
+				return bad("extent out of range")
+			}
 			slot := prevEnd + ds
 			cntb := nm1 + 1
-			idx := prevNext + didx
-			if slot+cntb > Fanout || idx < 0 || idx+int64(cntb) > 1<<32 {
+			idx := prevNext + didx // prevNext <= 2^32: a sum that wraps is negative
+			if idx < 0 || idx+int64(cntb) > 1<<32 {
 				return bad("extent out of range")
 			}
 			e := extent{slot: uint16(slot), n: uint16(cntb), seg: uint64(prevSeg + dseg), idx: uint32(idx)}
+			if e.seg == 0 {
+				return bad("extent in segment 0") // Mapping.Seg 0 is a hole: it would read as zeros
+			}
 			n.ext = append(n.ext, e)
 			prevEnd = slot + cntb
 			prevSeg, prevNext = int64(e.seg), idx+int64(cntb)
 		}
 	} else {
 		n.kids = make([]child, 0, cnt)
+		below := span(int(n.level) - 1)
 		var prev uint64
 		for i := uint64(0); i < cnt; i++ {
 			ds, ok1 := uv()
@@ -168,9 +180,15 @@ func decodeNode(id uint64, b []byte) (*node, error) {
 			if !ok1 || !ok2 || !ok3 {
 				return bad("truncated child")
 			}
-			slot := prev + ds
-			if slot >= Fanout || (i > 0 && ds == 0) || cid == 0 {
+			if ds >= Fanout-prev || (i > 0 && ds == 0) {
 				return bad("child out of order")
+			}
+			slot := prev + ds
+			if cid == 0 || cid == id {
+				return bad("child id")
+			}
+			if bl == 0 || bl > below { // an empty subtree is removed, not kept
+				return bad("child block count")
 			}
 			n.kids = append(n.kids, child{slot: uint16(slot), id: cid, blocks: bl})
 			prev = slot
