@@ -322,3 +322,33 @@ func FuzzResponse(f *testing.F) {
 		}
 	})
 }
+
+// stackBytes is the memory the runtime holds for goroutine stacks.
+func stackBytes() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/stacks:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// A frame of nested arrays is refused before msgpack recurses into it:
+// decoding (or skipping, as an unknown field) recursed once per byte, ~250
+// bytes of stack each, so a 1 MiB frame took ~250 MiB of stack.
+func TestDecodeNesting(t *testing.T) {
+	b := []byte{0x82, 0xa1, 'v', 1, 0xa6, 'f', 'u', 't', 'u', 'r', 'e'}
+	b = append(b, bytes.Repeat([]byte{0x91}, MaxFrame-len(b)-1)...)
+	b = append(b, 0xc0)
+	before := stackBytes()
+	var perr *Error
+	checkAlloc(t, 0, func() { _, perr = DecodeRequest(b) })
+	if grown := stackBytes() - min(before, stackBytes()); grown > 16<<20 {
+		t.Errorf("decoding a nested frame grew the stacks by %d bytes", grown)
+	}
+	if perr == nil || perr.Kind != KindProto {
+		t.Fatalf("a frame nested %d deep: %v, want a %s error", len(b), perr, KindProto)
+	}
+	// As deep as the limit is fine.
+	ok := append([]byte{0x82, 0xa1, 'v', 1, 0xa6, 'f', 'u', 't', 'u', 'r', 'e'}, bytes.Repeat([]byte{0x91}, maxDepth-1)...)
+	if _, perr := DecodeRequest(append(ok, 0xc0)); perr != nil {
+		t.Fatalf("a request nested %d deep: %v", maxDepth, perr)
+	}
+}
