@@ -42,8 +42,9 @@ type CheckReport struct {
 	// Unreferenced lists the stored segments no tree reaches. Those of
 	// this host are what a crash leaves behind (appended after the last
 	// commit, or dead ones whose removal it interrupted): not a problem,
-	// the next mount (or Repair) removes them. Another host's is a
-	// problem, and never removed.
+	// the next mount (or Repair) removes them, unless the trees are
+	// Damaged (the walk may have missed what references them: nothing
+	// removes them then). Another host's is a problem, and never removed.
 	Unreferenced []StraySegment
 	// Repairs says what Repair changed, one line per change.
 	Repairs []string

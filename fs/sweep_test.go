@@ -3,9 +3,12 @@ package fs
 import (
 	"bytes"
 	"log"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/cockroachdb/pebble"
 
 	"github.com/vafs/vafs/blocks"
 )
@@ -131,5 +134,60 @@ func TestCloseSweepsLastSegment(t *testing.T) {
 	d.readA(t)
 	if rep := mustCheck(t, d); len(rep.Problems) != 0 || len(unreferenced(rep)) != 0 {
 		t.Fatalf("problems %v, unreferenced %v", rep.Problems, unreferenced(rep))
+	}
+}
+
+// TestDamagedTreeRemovesNothing: with a tree node undecodable the walk
+// cannot tell what references a segment, so neither fsck --repair nor a
+// mount removes the unreferenced one, and the mount says why.
+func TestDamagedTreeRemovesNothing(t *testing.T) {
+	d := newFsckDir(t)
+	stray := blocks.MakeSegmentID(d.host, 1<<30)
+	putSegment(t, d.store, stray, 4096)
+	p, err := pebble.Open(filepath.Join(d.dir, "meta"), &pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := p.NewIter(&pebble.IterOptions{LowerBound: []byte("n"), UpperBound: []byte("o")})
+	if err != nil || !it.First() {
+		t.Fatalf("no tree node stored: %v", err)
+	}
+	node := append([]byte(nil), it.Key()...)
+	it.Close()
+	if err := p.Set(node, []byte{0xff}, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+
+	rep, err := Repair(d.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Damaged || !stored(d.store, stray) {
+		t.Fatalf("damaged %v, stray stored %v; repairs %v", rep.Damaged, stored(d.store, stray), repairs(rep))
+	}
+	// The node was a root: the walk reaches none of the file's segments
+	// either, and none may go.
+	if r := repairs(rep); !strings.Contains(strings.Join(r, "\n"), "not removing 5 unreferenced segments") {
+		t.Errorf("repairs: %v", r)
+	}
+	for _, seg := range d.segs {
+		if !stored(d.store, seg) {
+			t.Fatalf("repair removed segment %s of a damaged tree", seg)
+		}
+	}
+	var lb logBuf
+	opts := d.opts()
+	opts.Logger = log.New(&lb, "", 0)
+	f, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if !stored(d.store, stray) {
+		t.Fatal("a mount removed a segment although it could not walk every tree")
+	}
+	if !strings.Contains(lb.String(), "keeping them all") {
+		t.Errorf("the mount does not say why it kept the segment:\n%s", lb.String())
 	}
 }

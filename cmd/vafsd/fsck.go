@@ -85,7 +85,11 @@ func printReport(data string, rep *fs.CheckReport) {
 		fmt.Println("  PROBLEM:", p)
 	}
 	for _, s := range rep.Unreferenced {
-		if !s.Foreign {
+		switch {
+		case s.Foreign: // a PROBLEM line above
+		case rep.Damaged:
+			fmt.Printf("  UNREFERENCED: segment %s (%d bytes): no readable tree references it, but a tree is damaged, so neither a mount nor --repair removes it\n", s.ID, s.Size)
+		default:
 			fmt.Printf("  UNREFERENCED: segment %s (%d bytes): no tree references it (left by a crash); the next mount or vafs fsck --repair removes it\n", s.ID, s.Size)
 		}
 	}
