@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log"
@@ -12,6 +13,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/vafs/vafs/blocks"
 	"github.com/vafs/vafs/meta"
@@ -373,5 +377,46 @@ func TestFsckCorruptAndMissing(t *testing.T) {
 	}
 	if problemsWith(rep, "segment "+d.segs[3].String()+" is missing") != 1 {
 		t.Errorf("problems %v", rep.Problems)
+	}
+}
+
+// TestFsckSegmentSequence: a segment sequence that is not above every
+// segment of this host the trees use is a problem (the next mount would
+// hand the number out again); --repair raises it.
+func TestFsckSegmentSequence(t *testing.T) {
+	d := newFsckDir(t)
+	p, err := pebble.Open(filepath.Join(d.dir, "meta"), &pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, closer, err := p.Get([]byte("S"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb meta.Superblock
+	err = meta.DecodeSuperblock(v, &sb)
+	closer.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.NextSeq = d.segs[1].Seq() // segments 1 to 3 are in use at or above it
+	enc, err := msgpack.Marshal(&sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Set([]byte("S"), append([]byte{1}, enc...), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	rep := mustCheck(t, d)
+	want := fmt.Sprintf("next segment sequence %d is not above %d, the sequence of segment %s", sb.NextSeq, d.segs[3].Seq(), d.segs[3])
+	if problemsWith(rep, want) != 1 || len(rep.Problems) != 1 {
+		t.Fatalf("want %q, problems %v", want, rep.Problems)
+	}
+	if rep, err = Repair(d.opts()); err != nil || len(repairs(rep)) != 1 {
+		t.Fatalf("repair: %v, %v", err, repairs(rep))
+	}
+	if rep := mustCheck(t, d); len(rep.Problems) != 0 || rep.Super.NextSeq != d.segs[3].Seq()+1 {
+		t.Fatalf("after repair: next sequence %d, problems %v", rep.Super.NextSeq, rep.Problems)
 	}
 }
