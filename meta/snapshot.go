@@ -47,7 +47,7 @@ func (t *Trees) loadSnapshots() error {
 			return false
 		}
 		s := &Snapshot{Vol: binary.BigEndian.Uint64(k[1:9]), Name: string(k[9:])}
-		if err := decodeVersioned(v, snapVersion, s); err != nil {
+		if err := decodeSnapshot(v, s); err != nil {
 			derr = fmt.Errorf("snapshot %q of volume %d: %w", s.Name, s.Vol, err)
 			return false
 		}
@@ -58,6 +58,34 @@ func (t *Trees) loadSnapshots() error {
 		err = derr
 	}
 	return err
+}
+
+// decodeSnapshot decodes the value of a snapshot key (Vol and Name come
+// from the key).
+func decodeSnapshot(v []byte, s *Snapshot) error {
+	if err := decodeRecord(v, snapVersion, s); err != nil {
+		return err
+	}
+	return checkHead(&s.Head)
+}
+
+// decodeHead decodes the value of a volume head key.
+func decodeHead(v []byte, h *Head) error {
+	if err := decodeRecord(v, headVersion, h); err != nil {
+		return err
+	}
+	return checkHead(h)
+}
+
+// checkHead refuses a head the tree code cannot walk: it descends Height
+// levels from Root. A write below a root at height 100 divided by zero
+// (spans above MaxHeight overflow to 0); at height 0 or 8 it went on at
+// levels the nodes do not have.
+func checkHead(h *Head) error {
+	if h.Height > MaxHeight || (h.Root != 0 && h.Height == 0) {
+		return fmt.Errorf("%w: head with root %d at height %d", ErrCorrupt, h.Root, h.Height)
+	}
+	return nil
 }
 
 func (t *Trees) putSnap(s *Snapshot) {
@@ -264,7 +292,7 @@ func (t *Trees) allRootsLocked() ([]Root, error) {
 			return true
 		}
 		h := Head{}
-		if err := decodeVersioned(v, headVersion, &h); err != nil {
+		if err := decodeHead(v, &h); err != nil {
 			derr = fmt.Errorf("head of volume %d: %w", vol, err)
 			return false
 		}
