@@ -128,6 +128,11 @@ func DecodeRecord(rec []byte, seg SegmentID, idx uint32) ([]byte, Tag, error) {
 	if h[4] != recMagic || h[5] != RecordVersion {
 		return nil, tag, &CorruptError{Seg: seg, Index: idx, Volume: tag.Volume, Block: tag.Block, Reason: "bad record magic or version"}
 	}
+	// Version 1 writes 0 here: a record that says otherwise is not one
+	// this reader knows (docs/format.md: refuse, never guess).
+	if h[6] != 0 || h[7] != 0 || binary.LittleEndian.Uint32(h[12:]) != 0 {
+		return nil, tag, &CorruptError{Seg: seg, Index: idx, Volume: tag.Volume, Block: tag.Block, Reason: "unknown record flags"}
+	}
 	if SegmentID(binary.LittleEndian.Uint64(h[16:])) != seg || binary.LittleEndian.Uint32(h[8:]) != idx {
 		return nil, tag, &CorruptError{Seg: seg, Index: idx, Volume: tag.Volume, Block: tag.Block, Reason: "misplaced record"}
 	}
