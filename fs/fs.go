@@ -236,7 +236,13 @@ func LockDataDir(dir string) (*os.File, error) {
 		n, _ := lf.ReadAt(pid, 0)
 		lf.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s is in use by another vafs (pid %s)", ErrLocked, dir, strings.TrimSpace(string(pid[:n])))
+			// A mount writes its pid; a vafs fsck (shared lock) writes
+			// nothing, so the pid may be a mount's that has exited.
+			p := strings.TrimSpace(string(pid[:n]))
+			if _, err := os.Stat("/proc/" + p); p == "" || err != nil {
+				return nil, fmt.Errorf("%w: %s is in use by another vafs (a vafs fsck, or a mount that is exiting)", ErrLocked, dir)
+			}
+			return nil, fmt.Errorf("%w: %s is in use by another vafs (pid %s)", ErrLocked, dir, p)
 		}
 		return nil, fmt.Errorf("fs: lock %s: %w", dir, err)
 	}
