@@ -116,6 +116,32 @@ tidy-check:
 bench *ARGS: build
     go run ./integration/bench -vafs "{{ vafs }}" {{ ARGS }}
 
+# Fuzz every decoder: each fuzz target for TIME, one after another (not part of ci or test, which run the seeds only); ARGS go to go test, e.g. -parallel 1.
+fuzz TIME="2m" *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # The targets are in the packages below (`go test -list` finds them).
+    # A failing input is left in the package's testdata/fuzz/<FuzzName>/:
+    # commit it with the fix, and it is a regression test from then on.
+    # The recipe goes on with the next target and fails at the end.
+    #
+    # A decoder that allocates what its input claims should fail its
+    # target, not take the machine: 8 GiB of address space per process.
+    ulimit -v 8388608
+    failed=()
+    for pkg in ./meta ./blocks ./fs/control/wire ./fs/control; do
+        for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz'); do
+            echo "== $target ($pkg, {{ TIME }})"
+            if ! go test -run '^$' -fuzz "^$target\$" -fuzztime "{{ TIME }}" {{ ARGS }} "$pkg"; then
+                failed+=("$target ($pkg)")
+            fi
+        done
+    done
+    if ((${#failed[@]})); then
+        printf 'fuzz: failed: %s\n' "${failed[@]}" >&2
+        exit 1
+    fi
+
 # Mount vafs on the embedded defaults (/srv/vafs, data in /var/lib/vafs), show it working on a 20G raw image, unmount.
 demo: setup build
     #!/usr/bin/env bash
