@@ -128,13 +128,23 @@ fuzz TIME="2m" *ARGS:
     # A decoder that allocates what its input claims should fail its
     # target, not take the machine: 8 GiB of address space per process.
     ulimit -v 8388608
+    out=$(mktemp)
+    trap 'rm -f "$out"' EXIT
     failed=()
     for pkg in ./meta ./blocks ./fs/control/wire ./fs/control; do
         for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz'); do
             echo "== $target ($pkg, {{ TIME }})"
-            if ! go test -run '^$' -fuzz "^$target\$" -fuzztime "{{ TIME }}" {{ ARGS }} "$pkg"; then
-                failed+=("$target ($pkg)")
+            if go test -run '^$' -fuzz "^$target\$" -fuzztime "{{ TIME }}" {{ ARGS }} "$pkg" 2>&1 | tee "$out"; then
+                continue
             fi
+            # Go 1.26's coordinator can fail a target with a bare "context
+            # deadline exceeded" as -fuzztime runs out (go.dev/issue/75804,
+            # fixed in 1.27): no input failed, so that is not a finding.
+            if grep -q '^    context deadline exceeded$' "$out" && ! grep -q 'Failing input written' "$out"; then
+                echo "fuzz: $target: Go's end-of-fuzztime race (go.dev/issue/75804), not a finding"
+                continue
+            fi
+            failed+=("$target ($pkg)")
         done
     done
     if ((${#failed[@]})); then
