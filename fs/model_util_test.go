@@ -261,18 +261,21 @@ var opWeights = [numOps]int{
 	opRename: 25, opCopyRange: 30, opRelease: 10, opSnapWhileWriting: 8,
 }
 
-func mGenOps(seed uint64, n int) []mop {
+func mGenOps(seed uint64, n int) []mop { return mGenOpsWeighted(seed, n, &opWeights) }
+
+// mGenOpsWeighted is mGenOps with other weights.
+func mGenOpsWeighted(seed uint64, n int, weights *[numOps]int) []mop {
 	r := rand.New(rand.NewPCG(seed, 0x5eed))
 	total := 0
-	for _, w := range opWeights {
+	for _, w := range weights {
 		total += w
 	}
 	ops := make([]mop, n)
 	for i := range ops {
 		x := r.IntN(total)
 		k := opKind(0)
-		for x >= opWeights[k] {
-			x -= opWeights[k]
+		for x >= weights[k] {
+			x -= weights[k]
 			k++
 		}
 		ops[i] = mop{K: k, S: r.Uint64()}
@@ -406,6 +409,10 @@ func (b *bgReader) run(rng *rand.Rand) {
 		case <-b.tick:
 		}
 		b.mu.RLock()
+		if b.f == nil { // a reopen failed: the run is ending with its error
+			b.mu.RUnlock()
+			continue
+		}
 		b.smu.Lock()
 		var s bgSnap
 		if len(b.snaps) > 0 {

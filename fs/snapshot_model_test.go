@@ -56,7 +56,29 @@ import (
 //	                   goes to the log at once
 //	VAFS_MINIMIZE=1    shrink a failing sequence and log it as a Go literal
 //	                   for a focused test (runModelOps)
-func TestSnapshotModel(t *testing.T) {
+func TestSnapshotModel(t *testing.T) { runModelTest(t, 10000, nil) }
+
+// TestSnapshotModelPowerCut is TestSnapshotModel where every crash is a
+// power cut (issue 11 item 8): Pebble on a strict vfs.MemFS and the
+// segments on a blocks.PowerCutStore, so what was not synced is lost:
+// unsynced segment bytes and names (all of them, or a random part kept,
+// torn), Pebble batches after its last sync, namespace changes included.
+// After every cut each file must be as of a commit point (the model's
+// states, with the namespace as of any namespace op since), and crashes
+// are five times as frequent. The segment files are DirectFiles (the
+// staged-chunk path of the real store) unless the seed is a multiple of 3
+// or VAFS_PC_DIRECT=0 (=1: always). Deleting the segment fdatasync or the
+// sync of the commit's Pebble batch fails it. Default 2500 ops; the knobs
+// of TestSnapshotModel apply.
+func TestSnapshotModelPowerCut(t *testing.T) {
+	weights := opWeights
+	weights[opCrash] *= 5
+	runModelTest(t, 2500, &weights)
+}
+
+// runModelTest is TestSnapshotModel (weights nil) or
+// TestSnapshotModelPowerCut (weights: its op weights).
+func runModelTest(t *testing.T, defaultOps int, powerCut *[numOps]int) {
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("VAFS_SEED"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
@@ -65,7 +87,7 @@ func TestSnapshotModel(t *testing.T) {
 		}
 		seed = v
 	}
-	nops := 10000
+	nops := defaultOps
 	if s := os.Getenv("VAFS_OPS"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil {
@@ -73,13 +95,30 @@ func TestSnapshotModel(t *testing.T) {
 		}
 		nops = v
 	}
-	t.Logf("seed %d, %d ops (replay: VAFS_SEED=%d VAFS_OPS=%d go test -run TestSnapshotModel ./fs)", seed, nops, seed, nops)
-	ops := mGenOps(seed, nops)
+	t.Logf("seed %d, %d ops (replay: VAFS_SEED=%d VAFS_OPS=%d go test -run %s$ ./fs)", seed, nops, seed, nops, t.Name())
+	weights := &opWeights
+	direct := false
+	if powerCut != nil {
+		weights = powerCut
+		direct = seed%3 != 0
+		if v := os.Getenv("VAFS_PC_DIRECT"); v != "" {
+			direct = v == "1"
+		}
+		t.Logf("power cut: segment files are DirectFiles: %v", direct)
+	}
+	newRun := func() *modelRun {
+		r := newModelRun(t)
+		if powerCut != nil {
+			r.pc = newPCDisk(t, direct)
+		}
+		return r
+	}
+	ops := mGenOpsWeighted(seed, nops, weights)
 	// Fewer collections: under -race, memory given back and faulted in
 	// again (shadow included) is a third of the run's time. A run peaks at
 	// about 200 MB this way.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	r := newModelRun(t)
+	r := newRun()
 	r.background = os.Getenv("VAFS_BACKGROUND") == "1"
 	if os.Getenv("VAFS_READER") != "0" {
 		r.bg = &bgReader{tick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
@@ -99,12 +138,12 @@ func TestSnapshotModel(t *testing.T) {
 				// Minimizing runs without the concurrent reader and the
 				// background work, so that a run is (nearly) a function
 				// of its ops.
-				fails := func(c []mop) bool { return newModelRun(t).run(c) != nil }
+				fails := func(c []mop) bool { return newRun().run(c) != nil }
 				if !fails(ops[:fe.step+1]) {
 					t.Logf("minimize: the failure does not reproduce without the concurrent reader and background work")
 				} else {
 					small := mMinimize(ops[:fe.step+1], fails, 3000, t.Logf)
-					t.Logf("minimized to %d ops; error: %v\n%s", len(small), newModelRun(t).run(small), mGoLiteral(small))
+					t.Logf("minimized to %d ops; error: %v\n%s", len(small), newRun().run(small), mGoLiteral(small))
 				}
 			}
 		}
@@ -117,6 +156,9 @@ func TestSnapshotModel(t *testing.T) {
 	}
 	if r.snapsCreated == 0 || r.rollbacks == 0 || r.clones == 0 || r.crashes == 0 {
 		t.Errorf("the run exercised too little: %s", r.summary())
+	}
+	if r.pc != nil && r.pc.cuts != r.crashes {
+		t.Errorf("%d crashes but %d power cuts", r.crashes, r.pc.cuts)
 	}
 }
 
@@ -192,10 +234,11 @@ type modelRun struct {
 	// orphans are files unlinked while open (a handle is held): readable
 	// until released, reclaimed by the next remount or crash.
 	orphans []*mfile
-	// durable lists the contents (by inode) that a crash may return to,
-	// oldest first: the last certain commit point, then every point that
-	// may or may not have committed since.
-	durable []map[uint64]mdata
+	// durable lists the states that a crash may return to, oldest first:
+	// the last certain commit point, then every point that may or may not
+	// have committed since (and, power cut, namespace changes on top of
+	// them).
+	durable []mpoint
 	// midWrites marks the durable states that are a file between two of
 	// the writes of a snapshot-while-writing (background mode only).
 	midWrites map[int]bool
@@ -203,6 +246,11 @@ type modelRun struct {
 	seenIDs   map[uint64]bool
 
 	bg *bgReader // nil: no concurrent reader (replays are deterministic without it)
+	// pc: every crash is a power cut (TestSnapshotModelPowerCut): Pebble
+	// on a strict MemFS, segments on a blocks.PowerCutStore, and what
+	// was not synced is lost, namespace changes included. nil: a crash is
+	// a process kill.
+	pc *pcDisk
 	// background: the committer and the compactor run every few ms, so
 	// any op may have been committed by them.
 	background bool
@@ -222,6 +270,7 @@ type modelRun struct {
 	busyRefused, errChecks, fullVerifies               int
 	crashLater                                         int    // crashes that kept more than the last certain commit
 	crashMidWrites                                     int    // crashes that returned between two writes of a snapshot-while-writing
+	crashOldNames                                      int    // power cuts that took namespace changes back
 	snapsMidWrites                                     int    // snapshots that froze a file between concurrent writes
 	got, want, data                                    []byte // reused buffers
 	spent                                              [numOps]time.Duration
@@ -260,8 +309,8 @@ func newModelRun(t testing.TB) *modelRun {
 
 func (r *modelRun) summary() string {
 	return fmt.Sprintf("%d steps, %d snapshots created (%d amid concurrent writes), %d rollbacks (%d refused busy), %d clones, %d expected errors, "+
-		"%d remounts, %d crashes (%d kept more than the last certain commit, %d between the writes of a snapshot-while-writing), %d full verifies, compact %d calls (%d unsupported) %d segments %d blocks moved",
-		r.step, r.snapsCreated, r.snapsMidWrites, r.rollbacks, r.busyRefused, r.clones, r.errChecks, r.remounts, r.crashes, r.crashLater, r.crashMidWrites,
+		"%d remounts, %d crashes (%d kept more than the last certain commit, %d between the writes of a snapshot-while-writing, %d took namespace changes back), %d full verifies, compact %d calls (%d unsupported) %d segments %d blocks moved",
+		r.step, r.snapsCreated, r.snapsMidWrites, r.rollbacks, r.busyRefused, r.clones, r.errChecks, r.remounts, r.crashes, r.crashLater, r.crashMidWrites, r.crashOldNames,
 		r.fullVerifies, r.compactCalls, r.compactUnsupported, r.compactSegs, r.moved) + "; time " + r.timeSpent()
 }
 
@@ -313,6 +362,10 @@ func (r *modelRun) run(ops []mop) (err error) {
 	}
 	r.opts = Options{DataDir: dir, Store: r.store, Logger: log.New(r.logb, "", 0),
 		CommitInterval: time.Hour, CompactInterval: -1, SegmentBlocks: segBlocks}
+	if r.pc != nil {
+		r.opts = r.pc.options(r.opts)
+		r.store = r.pc.store
+	}
 	if r.background && !r.commitBeforeLastWrite {
 		r.opts.CommitInterval, r.opts.CompactInterval, r.opts.DirtyExpire = 3*time.Millisecond, 10*time.Millisecond, 3*time.Millisecond
 	}
@@ -333,7 +386,14 @@ func (r *modelRun) run(ops []mop) (err error) {
 		return fmt.Errorf("create f0: %w", err)
 	}
 	r.files["f0"] = &mfile{ino: a.Ino}
-	r.durable = []map[uint64]mdata{r.contents()}
+	if r.pc != nil {
+		// A power cut may lose a create: commit the first file, so that a
+		// crash never leaves the model without one.
+		if err := r.f.Commit(); err != nil {
+			return fmt.Errorf("commit f0: %w", err)
+		}
+	}
+	r.durable = []mpoint{r.point()}
 	if r.bg != nil {
 		r.bg.f = r.f
 		go r.bg.run(rand.New(rand.NewPCG(uint64(len(ops)), 99)))
@@ -439,13 +499,66 @@ func (r *modelRun) contents() map[uint64]mdata {
 	return m
 }
 
+// mpoint is a state a crash may return to: every file's content by inode
+// and, when a crash is a power cut, the namespace (name -> inode) and each
+// file's snapshots, which a power cut can take back too.
+type mpoint struct {
+	content map[uint64]mdata
+	names   map[string]uint64  // power cut only
+	snaps   map[uint64][]msnap // power cut only
+	// ns: a namespace change on top of a commit point (power cut only);
+	// other points are commit points.
+	ns bool
+}
+
+// point is the model's state now as an mpoint.
+func (r *modelRun) point() mpoint {
+	p := mpoint{content: r.contents()}
+	if r.pc != nil {
+		p.names, p.snaps = r.namespace()
+	}
+	return p
+}
+
+func (r *modelRun) namespace() (map[string]uint64, map[uint64][]msnap) {
+	names, snaps := make(map[string]uint64, len(r.files)), make(map[uint64][]msnap, len(r.files))
+	for n, mf := range r.files {
+		names[n] = mf.ino
+		snaps[mf.ino] = slices.Clone(mf.snaps)
+	}
+	return names, snaps
+}
+
 // committed: a certain commit point. maybeCommitted: an op that may or may
 // not have committed (a crash may return to either side of it).
 func (r *modelRun) committed() {
-	r.durable = []map[uint64]mdata{r.contents()}
+	r.durable = []mpoint{r.point()}
 	clear(r.midWrites)
 }
-func (r *modelRun) maybeCommitted() { r.durable = append(r.durable, r.contents()) }
+func (r *modelRun) maybeCommitted() { r.durable = append(r.durable, r.point()) }
+
+// nsChanged: a namespace op (create, unlink, rename, the release of a
+// file unlinked while open) wrote its Pebble batch without a sync. Under
+// a process kill it survives (it is in Pebble's log). A power cut keeps
+// it only if something synced Pebble's log after it (a commit, which
+// holds the contents as of then too: a point of its own) or Pebble
+// flushed its memtable; either way batches land in order, so a cut keeps
+// a prefix of them. So the states a cut may return to are every commit
+// point since the last certain one, each with the namespace as of any
+// namespace op since that point: the contents are the commit point's (a
+// file created since is empty there), the names and snapshots are now's
+// (snapshots change only in commits, which come with their own point).
+func (r *modelRun) nsChanged() {
+	if r.pc == nil {
+		return
+	}
+	names, snaps := r.namespace()
+	for _, p := range r.durable {
+		if !p.ns {
+			r.durable = append(r.durable, mpoint{content: p.content, names: names, snaps: snaps, ns: true})
+		}
+	}
+}
 
 // expect checks that err is the sentinel want.
 func (r *modelRun) expect(err, want error, what string) error {
@@ -475,6 +588,7 @@ func (r *modelRun) do(o mop) error {
 			return fmt.Errorf("create %s: %w", name, err)
 		}
 		r.files[name] = &mfile{ino: a.Ino}
+		r.nsChanged()
 		return r.readCheck(name, rng)
 
 	case opUnlink:
@@ -501,6 +615,7 @@ func (r *modelRun) do(o mop) error {
 			return fmt.Errorf("unlink %s: %w", name, err)
 		}
 		delete(r.files, name)
+		r.nsChanged()
 		if open {
 			r.orphans = append(r.orphans, mf)
 			return r.orphanCheck(mf)
@@ -523,6 +638,8 @@ func (r *modelRun) do(o mop) error {
 			return fmt.Errorf("release of unlinked ino %d: %w", mf.ino, err)
 		}
 		r.orphans = slices.Delete(r.orphans, i, i+1)
+		// No nsChanged: whether a cut keeps this batch or not, a reopen
+		// reclaims the file (its unlink is what a cut may lose).
 		return r.gone(fmt.Sprintf("released ino %d", mf.ino), mf)
 
 	case opRename:
@@ -551,12 +668,14 @@ func (r *modelRun) do(o mop) error {
 		}
 		if flags == RenameExchange {
 			r.files[src], r.files[dst] = target, mf
+			r.nsChanged()
 			if err := r.readCheck(src, rng); err != nil {
 				return err
 			}
 		} else {
 			delete(r.files, src)
 			r.files[dst] = mf
+			r.nsChanged()
 		}
 		if err := r.readCheck(dst, rng); err != nil {
 			return err
@@ -973,9 +1092,27 @@ func (r *modelRun) do(o mop) error {
 		if r.bg != nil {
 			r.bg.mu.Lock()
 			defer func() { r.bg.f = r.f; r.bg.mu.Unlock() }()
+			if r.pc != nil {
+				// Judge the reads that failed so far against the model
+				// before the cut: a cut may bring back a file or a
+				// snapshot they rightly did not find.
+				if err := r.syncReader(); err != nil {
+					return err
+				}
+			}
 		}
 		r.f = nil
-		mCrash(f)
+		if r.pc != nil {
+			var cut *rand.Rand // lose everything unsynced, or keep a random part of it
+			if rng.IntN(2) == 0 {
+				cut = rng
+			}
+			r.pc.powerCut(f, cut)
+			r.opts = r.pc.options(r.opts)
+			r.store = r.pc.store
+		} else {
+			mCrash(f)
+		}
 		r.crashes++
 		if rng.IntN(5) == 0 {
 			if err := r.check(); err != nil { // Check recovers the data dir itself
@@ -1265,50 +1402,93 @@ func (r *modelRun) dropSnap(mf *mfile, i int) {
 }
 
 // afterCrash finds the newest state a crash may have returned to that the
-// files agree with, and makes it the model. Namespace changes (create,
-// unlink) are not undone: they are in Pebble's log when they return and
-// the simulated crash is a process kill, not a power loss.
+// files agree with, and makes it the model. After a process kill the
+// namespace is as before the crash (namespace changes are in Pebble's log
+// when they return); after a power cut it is the state's too: the names
+// (root must list exactly them), each file's snapshots, and the files
+// unlinked while open whose unlink the cut lost are files again.
 func (r *modelRun) afterCrash() error {
-	sizes := map[uint64]uint64{}
-	for _, mf := range r.files {
-		a, err := r.f.GetAttr(mf.ino)
+	var root map[string]uint64 // what root lists (power cut)
+	if r.pc != nil {
+		ents, err := r.f.ReadDir(meta.RootIno)
 		if err != nil {
-			return fmt.Errorf("after the crash: ino %d: %w", mf.ino, err)
+			return fmt.Errorf("after the crash: readdir: %w", err)
 		}
-		sizes[mf.ino] = a.Size
+		root = map[string]uint64{}
+		for _, e := range ents {
+			if e.Name != "." && e.Name != ".." {
+				root[e.Name] = e.Ino
+			}
+		}
+	}
+	cur, _ := r.namespace()
+	sizes := map[uint64]uint64{}
+	size := func(ino uint64) (uint64, error) {
+		if sz, ok := sizes[ino]; ok {
+			return sz, nil
+		}
+		a, err := r.f.GetAttr(ino)
+		if err != nil {
+			return 0, fmt.Errorf("after the crash: ino %d: %w", ino, err)
+		}
+		sizes[ino] = a.Size
+		return a.Size, nil
 	}
 	var why []string
 	for i := len(r.durable) - 1; i >= 0; i-- {
-		c := r.durable[i]
-		bad := ""
-		for _, mf := range r.files {
-			if sizes[mf.ino] != uint64(c[mf.ino].size) {
-				bad = fmt.Sprintf("ino %d: size %d, model %d", mf.ino, sizes[mf.ino], c[mf.ino].size)
-				break
-			}
+		p := r.durable[i]
+		names := cur
+		if p.names != nil {
+			names = p.names
 		}
-		for _, name := range r.names() {
+		bad := ""
+		if root != nil && !maps.Equal(root, names) {
+			bad = fmt.Sprintf("root lists %v, the state has %v", root, names)
+		}
+		sorted := slices.Sorted(maps.Keys(names))
+		for _, name := range sorted {
 			if bad != "" {
 				break
 			}
-			mf := r.files[name]
-			want := c[mf.ino] // absent: created after the commit, empty
-			a, err := r.f.GetAttr(mf.ino)
+			ino := names[name]
+			sz, err := size(ino)
 			if err != nil {
-				return fmt.Errorf("after the crash: %s (ino %d): %w", name, mf.ino, err)
+				return err
 			}
-			if a.Size != uint64(want.size) {
-				bad = fmt.Sprintf("%s: size %d, model %d", name, a.Size, want.size)
+			if want := p.content[ino]; sz != uint64(want.size) {
+				bad = fmt.Sprintf("%s (ino %d): size %d, model %d", name, ino, sz, want.size)
+			}
+		}
+		for _, name := range sorted {
+			if bad != "" {
 				break
 			}
+			ino := names[name]
+			want := p.content[ino] // absent: created after the commit, empty
 			if err := r.sparseCheck(name, want,
-				func(off uint64, whence int) (uint64, error) { return r.f.Lseek(mf.ino, off, whence) },
-				func(p []byte, off int64) (int, error) { return r.f.ReadAt(mf.ino, p, off) }); err != nil {
+				func(off uint64, whence int) (uint64, error) { return r.f.Lseek(ino, off, whence) },
+				func(b []byte, off int64) (int, error) { return r.f.ReadAt(ino, b, off) }); err != nil {
 				if !errors.Is(err, errMismatch) {
 					return fmt.Errorf("after the crash: %w", err)
 				}
 				bad = err.Error()
 				break
+			}
+			if p.snaps != nil {
+				got, err := r.f.Snapshots(ino)
+				if err != nil {
+					return fmt.Errorf("after the crash: snapshots of %s: %w", name, err)
+				}
+				var g, w []string
+				for _, s := range got {
+					g = append(g, fmt.Sprintf("%s/%d", s.Name, s.ID))
+				}
+				for _, s := range p.snaps[ino] {
+					w = append(w, fmt.Sprintf("%s/%d", s.name, s.id))
+				}
+				if !slices.Equal(g, w) {
+					bad = fmt.Sprintf("snapshots of %s: %v, model %v", name, g, w)
+				}
 			}
 		}
 		if bad == "" {
@@ -1320,8 +1500,15 @@ func (r *modelRun) afterCrash() error {
 				r.note("(between two writes of a snapshot-while-writing)")
 				r.crashMidWrites++
 			}
+			if p.names != nil && !maps.Equal(p.names, cur) {
+				r.note("(namespace taken back)")
+				r.crashOldNames++
+			}
+			if p.names != nil {
+				r.restoreNamespace(p)
+			}
 			for _, mf := range r.files {
-				mf.d = c[mf.ino].clone()
+				mf.d = p.content[mf.ino].clone()
 			}
 			r.committed()
 			return nil
@@ -1332,6 +1519,28 @@ func (r *modelRun) afterCrash() error {
 	}
 	return fmt.Errorf("after the crash no file set matches any of the %d states it may return to (newest first):\n  %s",
 		len(r.durable), strings.Join(why, "\n  "))
+}
+
+// restoreNamespace makes p's namespace the model's after a power cut: its
+// names and snapshots; a file unlinked while open that has a name again
+// is no longer an orphan, and the snapshots it brings back are no longer
+// gone.
+func (r *modelRun) restoreNamespace(p mpoint) {
+	r.files = make(map[string]*mfile, len(p.names))
+	back := map[uint64]bool{}
+	for name, ino := range p.names {
+		r.files[name] = &mfile{ino: ino, snaps: slices.Clone(p.snaps[ino])}
+		back[ino] = true
+		for _, s := range p.snaps[ino] {
+			r.goneSnaps = slices.DeleteFunc(r.goneSnaps, func(id uint64) bool { return id == s.id })
+		}
+	}
+	r.orphans = slices.DeleteFunc(r.orphans, func(mf *mfile) bool {
+		if back[mf.ino] {
+			r.note("(unlink of ino %d undone)", mf.ino)
+		}
+		return back[mf.ino]
+	})
 }
 
 // check closes nothing: the data dir must not be open. It runs Check and

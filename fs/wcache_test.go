@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"math/rand/v2"
@@ -18,8 +19,14 @@ import (
 // no background commit and no compaction: the tests decide when to flush.
 func openCached(t *testing.T, dir string, store blocks.Store, size int64) *FS {
 	t.Helper()
-	f, err := Open(Options{DataDir: dir, Store: store, Logger: log.New(io.Discard, "", 0), SegmentBlocks: 64,
-		WriteCache: size, CommitInterval: 1 << 40, CompactInterval: -1})
+	return openCachedOn(t, &crashDisk{dir: dir, store: store}, size)
+}
+
+// openCachedOn is openCached on a crash disk (fs/powercut_test.go).
+func openCachedOn(t *testing.T, d *crashDisk, size int64) *FS {
+	t.Helper()
+	f, err := Open(d.options(Options{Logger: log.New(io.Discard, "", 0), SegmentBlocks: 64,
+		WriteCache: size, CommitInterval: 1 << 40, CompactInterval: -1}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,26 +73,28 @@ func TestWriteCacheCoalescesOverwrites(t *testing.T) {
 
 // TestWriteCacheCrashReturnsToLastCommit: what was cached and not
 // committed is gone after a crash, whole; what was committed is there.
+// Crashes are process kills and power cuts (forCrashDisks).
 func TestWriteCacheCrashReturnsToLastCommit(t *testing.T) {
-	dir, store := t.TempDir(), blocks.NewMemStore()
-	f := openCached(t, dir, store, 64<<20)
-	a, b := create(t, f, "a"), create(t, f, "b")
-	f.WriteAt(a, block(1, 256), 0)
-	f.WriteAt(b, block(1, 16), 0)
-	if err := f.Fsync(b); err != nil { // a commit covers every volume
-		t.Fatal(err)
-	}
-	f.WriteAt(a, block(2, 128), 0)
-	f.WriteAt(b, block(2, 16), 0)
-	crash(f)
-	g := openCached(t, dir, store, 64<<20)
-	defer g.Close()
-	if got := readAll(t, g, a, 1<<20); !bytes.Equal(got, block(1, 256)) {
-		t.Fatal("a: not the committed data after the crash")
-	}
-	if got := readAll(t, g, b, 16*BlockSize); !bytes.Equal(got, block(1, 16)) {
-		t.Fatal("b: not the committed data after the crash")
-	}
+	forCrashDisks(t, func(t *testing.T, d *crashDisk) {
+		f := openCachedOn(t, d, 64<<20)
+		a, b := create(t, f, "a"), create(t, f, "b")
+		f.WriteAt(a, block(1, 256), 0)
+		f.WriteAt(b, block(1, 16), 0)
+		if err := f.Fsync(b); err != nil { // a commit covers every volume
+			t.Fatal(err)
+		}
+		f.WriteAt(a, block(2, 128), 0)
+		f.WriteAt(b, block(2, 16), 0)
+		d.crash(f)
+		g := openCachedOn(t, d, 64<<20)
+		defer g.Close()
+		if got := readAll(t, g, a, 1<<20); !bytes.Equal(got, block(1, 256)) {
+			t.Fatal("a: not the committed data after the crash")
+		}
+		if got := readAll(t, g, b, 16*BlockSize); !bytes.Equal(got, block(1, 16)) {
+			t.Fatal("b: not the committed data after the crash")
+		}
+	})
 }
 
 // TestWriteCachePunchTruncateDropCached: punching, zeroing and truncating
@@ -402,71 +411,74 @@ func TestWriteCacheThroughAfterUselessFsync(t *testing.T) {
 // change, cached or not.
 func TestWriteCacheGenerationWindow(t *testing.T) {
 	for _, fold := range []bool{false, true} {
-		dir, store := t.TempDir(), blocks.NewMemStore()
-		f := openCached(t, dir, store, 64<<20)
-		a, b := create(t, f, "a"), create(t, f, "b")
-		f.WriteAt(a, block(1, 64), 0)
-		f.WriteAt(b, block(1, 64), 0)
-		if err := f.Commit(); err != nil {
-			t.Fatal(err)
-		}
-		f.WriteAt(a, block(2, 64), 0) // cached: the next commit's generation
-		f.WriteAt(b, block(2, 64), 0)
-		hooked := false
-		f.wc.frozenHook = func() {
-			if hooked {
-				return
-			}
-			hooked = true
-			if !f.wc.gen.Load() || f.wc.committing.Load() {
-				t.Errorf("window: gen %v committing %v, want generation mode", f.wc.gen.Load(), f.wc.committing.Load())
-			}
-			if _, err := f.WriteAt(a, block(3, 32), 0); err != nil { // within the size: cached
-				t.Error(err)
-			}
-			if f.wc.committing.Load() {
-				t.Error("a cached write within the size folded the window")
-			}
-			if got := readAll(t, f, a, 64*BlockSize); !bytes.Equal(got, append(block(3, 32), block(2, 32)...)) {
-				t.Error("in the window, a read is not the newest write")
-			}
-			if fold {
-				if _, err := f.WriteAt(b, block(4, 16), 64*BlockSize); err != nil { // extends b
-					t.Error(err)
+		t.Run(fmt.Sprintf("fold=%v", fold), func(t *testing.T) {
+			forCrashDisks(t, func(t *testing.T, d *crashDisk) {
+				f := openCachedOn(t, d, 64<<20)
+				a, b := create(t, f, "a"), create(t, f, "b")
+				f.WriteAt(a, block(1, 64), 0)
+				f.WriteAt(b, block(1, 64), 0)
+				if err := f.Commit(); err != nil {
+					t.Fatal(err)
 				}
-				if !f.wc.committing.Load() {
-					t.Error("a write extending a file did not fold the window")
+				f.WriteAt(a, block(2, 64), 0) // cached: the next commit's generation
+				f.WriteAt(b, block(2, 64), 0)
+				hooked := false
+				f.wc.frozenHook = func() {
+					if hooked {
+						return
+					}
+					hooked = true
+					if !f.wc.gen.Load() || f.wc.committing.Load() {
+						t.Errorf("window: gen %v committing %v, want generation mode", f.wc.gen.Load(), f.wc.committing.Load())
+					}
+					if _, err := f.WriteAt(a, block(3, 32), 0); err != nil { // within the size: cached
+						t.Error(err)
+					}
+					if f.wc.committing.Load() {
+						t.Error("a cached write within the size folded the window")
+					}
+					if got := readAll(t, f, a, 64*BlockSize); !bytes.Equal(got, append(block(3, 32), block(2, 32)...)) {
+						t.Error("in the window, a read is not the newest write")
+					}
+					if fold {
+						if _, err := f.WriteAt(b, block(4, 16), 64*BlockSize); err != nil { // extends b
+							t.Error(err)
+						}
+						if !f.wc.committing.Load() {
+							t.Error("a write extending a file did not fold the window")
+						}
+					}
 				}
-			}
-		}
-		if err := f.Commit(); err != nil {
-			t.Fatal(err)
-		}
-		if !hooked {
-			t.Fatal("the commit did not open a generation window")
-		}
-		if f.wc.gen.Load() || f.wc.committing.Load() {
-			t.Fatal("the window is still open after the commit")
-		}
-		if fold != (f.wc.used.Load() == 0) {
-			t.Fatalf("fold %v: %d pages still cached after the commit", fold, f.wc.used.Load())
-		}
-		wantA := append(block(3, 32), block(2, 32)...)
-		if got := readAll(t, f, a, 64*BlockSize); !bytes.Equal(got, wantA) {
-			t.Fatalf("fold %v: after the commit a does not read its newest writes", fold)
-		}
-		crash(f)
-		g := openCached(t, dir, store, 64<<20)
-		gotA, gotB := readAll(t, g, a, 1<<20), readAll(t, g, b, 1<<20)
-		if fold {
-			if !bytes.Equal(gotA, wantA) || !bytes.Equal(gotB, append(block(2, 64), block(4, 16)...)) {
-				t.Fatal("folded window: the commit does not hold every write made before the fold")
-			}
-		} else if !bytes.Equal(gotA, block(2, 64)) || !bytes.Equal(gotB, block(2, 64)) {
-			t.Fatal("generation window: after a crash the data is not as of the freeze")
-		}
-		g.Close()
-		checkAllClean(t, dir, store)
+				if err := f.Commit(); err != nil {
+					t.Fatal(err)
+				}
+				if !hooked {
+					t.Fatal("the commit did not open a generation window")
+				}
+				if f.wc.gen.Load() || f.wc.committing.Load() {
+					t.Fatal("the window is still open after the commit")
+				}
+				if fold != (f.wc.used.Load() == 0) {
+					t.Fatalf("fold %v: %d pages still cached after the commit", fold, f.wc.used.Load())
+				}
+				wantA := append(block(3, 32), block(2, 32)...)
+				if got := readAll(t, f, a, 64*BlockSize); !bytes.Equal(got, wantA) {
+					t.Fatalf("fold %v: after the commit a does not read its newest writes", fold)
+				}
+				d.crash(f)
+				g := openCachedOn(t, d, 64<<20)
+				gotA, gotB := readAll(t, g, a, 1<<20), readAll(t, g, b, 1<<20)
+				if fold {
+					if !bytes.Equal(gotA, wantA) || !bytes.Equal(gotB, append(block(2, 64), block(4, 16)...)) {
+						t.Fatal("folded window: the commit does not hold every write made before the fold")
+					}
+				} else if !bytes.Equal(gotA, block(2, 64)) || !bytes.Equal(gotB, block(2, 64)) {
+					t.Fatal("generation window: after a crash the data is not as of the freeze")
+				}
+				g.Close()
+				d.checkClean(t)
+			})
+		})
 	}
 }
 
@@ -521,10 +533,10 @@ func TestWriteCacheFlushVolumeAcrossFreeze(t *testing.T) {
 // them; a tree change with nothing cached behind it is committed at the
 // next CommitInterval tick as before.
 func TestBackgroundCommitWaitsForDirtyExpire(t *testing.T) {
-	dir, store := t.TempDir(), blocks.NewMemStore()
+	d := &crashDisk{pc: newPCDisk(t, true)}
 	const tick, expire = 20 * time.Millisecond, 800 * time.Millisecond
-	opts := Options{DataDir: dir, Store: store, Logger: log.New(io.Discard, "", 0), SegmentBlocks: 64,
-		WriteCache: 64 << 20, CommitInterval: tick, DirtyExpire: expire, CompactInterval: -1}
+	opts := d.options(Options{Logger: log.New(io.Discard, "", 0), SegmentBlocks: 64,
+		WriteCache: 64 << 20, CommitInterval: tick, DirtyExpire: expire, CompactInterval: -1})
 	f, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -536,7 +548,7 @@ func TestBackgroundCommitWaitsForDirtyExpire(t *testing.T) {
 	}
 	time.Sleep(10 * tick)
 	if time.Since(start) < expire { // a descheduled test proves nothing here
-		if ids, _ := store.List(); len(ids) != 0 || f.wc.used.Load() == 0 {
+		if ids, _ := d.Store().List(); len(ids) != 0 || f.wc.used.Load() == 0 {
 			t.Fatalf("after %v (< %v): %d segments, %d pages cached: committed before the write expired",
 				time.Since(start), expire, len(ids), f.wc.used.Load())
 		}
@@ -550,9 +562,13 @@ func TestBackgroundCommitWaitsForDirtyExpire(t *testing.T) {
 	if took := time.Since(start); took < expire {
 		t.Fatalf("cached write committed after %v, before DirtyExpire %v", took, expire)
 	}
-	// The commit is durable: a crash keeps it.
-	crash(f)
-	if f, err = Open(opts); err != nil {
+	// The commit is durable: a crash, even a power cut, keeps it. The
+	// cache empties before the commit has synced and landed its batch:
+	// wait for the commit to end (a cut in the middle may lose it).
+	f.commitMu.Lock()
+	f.commitMu.Unlock()
+	d.crash(f)
+	if f, err = Open(d.options(opts)); err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
