@@ -9,7 +9,9 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
+	"unsafe"
 
 	"github.com/vafs/vafs/blocks"
 	"github.com/vafs/vafs/blocks/storetest"
@@ -302,4 +304,52 @@ func TestLogSyncedRecordsSurvivePowerCut(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FailWrite fails one write, writing nothing; FailSync fails one sync as
+// Linux does: what it covered is never durable, a later Sync succeeds
+// without it, writes after it are durable as usual.
+func TestPowerCutFaults(t *testing.T) {
+	s := blocks.NewPowerCutStore(true)
+	f, _ := s.Create(1)
+	s.SyncNames()
+	s.FailWrite(2, syscall.EIO)
+	mustWrite(t, f, []byte("aa"), 0)
+	if _, err := f.WriteAt([]byte("bb"), 2); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("second write: %v, want EIO", err)
+	}
+	if _, err := f.(blocks.DirectFile).WriteDirect(alignedPage("cc"), 4096); err != nil {
+		t.Fatalf("third write: %v", err)
+	}
+	if got := readAllOf(t, s, 1); string(got[:4]) != "aa\x00\x00" || string(got[4096:4098]) != "cc" {
+		t.Fatalf("after a failed write the file reads %q...", got[:4])
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, f, []byte("dd"), 10) // covered by the failing sync: lost
+	s.FailSync(1, syscall.EIO)
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("sync: %v, want EIO", err)
+	}
+	mustWrite(t, f, []byte("ee"), 20) // after it: durable at the next sync
+	if err := f.Sync(); err != nil {
+		t.Fatalf("sync after the failed one: %v", err)
+	}
+	got := readAllOf(t, s.Crash(), 1)
+	if string(got[:2]) != "aa" || string(got[10:12]) != "\x00\x00" || string(got[20:22]) != "ee" || string(got[4096:4098]) != "cc" {
+		t.Fatalf("after the cut: %q %q %q %q; want aa, the lost write as zeros, ee, cc", got[:2], got[10:12], got[20:22], got[4096:4098])
+	}
+	if w, sy := s.Faults(); w != 1 || sy != 1 {
+		t.Fatalf("faults fired: %d writes, %d syncs; want 1, 1", w, sy)
+	}
+}
+
+// alignedPage is a page-aligned 4 KiB buffer that starts with s.
+func alignedPage(s string) []byte {
+	b := make([]byte, 2*blocks.DirectAlign)
+	off := int(-uintptr(unsafe.Pointer(&b[0])) & (blocks.DirectAlign - 1))
+	p := b[off : off+blocks.DirectAlign]
+	copy(p, s)
+	return p
 }
