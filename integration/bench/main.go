@@ -1,5 +1,5 @@
 // Command bench measures vafs against its yardsticks, in one run, and
-// writes the report to docs/bench.md. The report has four sections; each
+// writes the report to docs/bench.md. The report has five sections; each
 // can be run alone with -sections.
 //
 // fio: fio against four targets (columns), all on the same disk, under one
@@ -12,8 +12,11 @@
 //	vafs      a file in a vafs mount (`vafs mount --background --data D M`)
 //
 // Rows: 4k randread, 4k randwrite, 1M read, 1M write, each with psync at
-// queue depth 1 and libaio at queue depth 16. Every target is prefilled
-// with a sequential write first, so reads hit real data, not holes.
+// queue depth 1 and libaio at queue depth 16; the 1M writes again with an
+// fdatasync every 64 MiB; 4k randwrite with an fsync after every write,
+// alone and as 4 jobs on 4 files at once. Every target is prefilled with a
+// sequential write first, so reads hit real data, not holes. -rows runs a
+// subset of the rows.
 //
 // clone: how long a copy of a fully written 1 GiB and 10 GiB volume takes:
 // `vafs clone`, `cp --reflink=auto` on the mount, `cp` of a plain file and
@@ -26,6 +29,11 @@
 //
 // meta: metadata bytes per data byte after sequential and random writes
 // (metasize.go).
+//
+// isolation: whether one file's I/O on a vafs mount waits for another's:
+// a neighbour's fsync latency beside a streaming writer, a writer's tail
+// latency during a compaction pass, cold reads of 4 files at once against
+// one alone; each a ratio within one run (isolation.go).
 //
 // The loopback and vafs targets and the clone, depth and meta sections
 // need root and /dev/fuse; qsd needs fuse3 (qemu-storage-daemon links
@@ -72,11 +80,13 @@ type config struct {
 	roundWrites int           // depth: random 4k writes before each snapshot
 	metaSeq     int64         // meta: bytes written sequentially
 	metaRand    int64         // meta: bytes written in random 4k writes
+	rows        []row         // fio: the rows to run, in table order
+	iso         isoConfig     // isolation: sizes and durations
 }
 
 var (
 	allTargets  = []string{"plain", "qsd", "loopback", "vafs"}
-	allSections = []string{"fio", "clone", "depth", "meta"}
+	allSections = []string{"fio", "clone", "depth", "meta", "isolation"}
 )
 
 func main() {
@@ -101,12 +111,14 @@ func main() {
 func parseFlags(args []string) (*config, error) {
 	fset := flag.NewFlagSet("bench", flag.ContinueOnError)
 	cfg := &config{started: time.Now()}
-	var targets, sections, cloneSizes, depths string
+	var targets, sections, cloneSizes, depths, rowIDs string
 	fset.BoolVar(&cfg.quick, "quick", false, "smoke run: 3 s jobs on 256 MiB files, clones of 64 and 640 MiB, depths 0,10,100, "+
 		"512/128 MiB for meta; writes no report unless -out is given")
 	fset.StringVar(&sections, "sections", strings.Join(allSections, ","), "comma-separated subset of "+strings.Join(allSections, ",")+
 		"; a subset writes no report unless -out is given")
 	fset.StringVar(&targets, "targets", strings.Join(allTargets, ","), "fio section: comma-separated subset of "+strings.Join(allTargets, ","))
+	fset.StringVar(&rowIDs, "rows", "", "fio section: comma-separated subset of the rows, by id ("+strings.Join(rowIDList(), ",")+
+		"); a subset writes no report unless -out is given")
 	fset.StringVar(&cloneSizes, "clone-sizes", "", "clone section: comma-separated volume sizes (default 1G,10G; 64M,640M with -quick)")
 	fset.StringVar(&depths, "depths", "", "depth section: comma-separated snapshot counts (default 0,10,100,1000; 0,10,100 with -quick)")
 	fset.StringVar(&cfg.vafsBin, "vafs", "bin/vafs", "vafs binary (used for the loopback and vafs targets)")
@@ -130,7 +142,9 @@ func parseFlags(args []string) (*config, error) {
 	cfg.cloneSizes, cfg.runs, cfg.runBudget = []int64{1 << 30, 10 << 30}, 9, 30*time.Second
 	cfg.depths, cfg.roundWrites = []int{0, 10, 100, 1000}, 64
 	cfg.metaSeq, cfg.metaRand = 4<<30, 1<<30
+	cfg.iso = fullIso
 	if cfg.quick {
+		cfg.iso = quickIso
 		cfg.size, cfg.runtime, cfg.ramp = 256<<20, 3*time.Second, 1*time.Second
 		cfg.cloneSizes, cfg.runs, cfg.runBudget = []int64{64 << 20, 640 << 20}, 5, 10*time.Second
 		cfg.depths = []int{0, 10, 100}
@@ -169,6 +183,23 @@ func parseFlags(args []string) (*config, error) {
 	var err error
 	if cfg.sections, err = subset("section", sections, allSections); err != nil {
 		return nil, err
+	}
+	cfg.rows = rows
+	if rowIDs != "" {
+		ids, err := subset("row", rowIDs, rowIDList())
+		if err != nil {
+			return nil, err
+		}
+		cfg.rows = nil
+		for _, r := range rows {
+			if contains(ids, r.id()) {
+				cfg.rows = append(cfg.rows, r)
+			}
+		}
+		// Part of the table must not overwrite the published one by accident.
+		if len(cfg.rows) != len(rows) && !outSet {
+			cfg.out = ""
+		}
 	}
 	// A partial report must not overwrite the published one by accident.
 	if len(cfg.sections) != len(allSections) && !outSet {
@@ -217,6 +248,15 @@ func subset(what, list string, all []string) ([]string, error) {
 		return nil, fmt.Errorf("no %ss selected", what)
 	}
 	return out, nil
+}
+
+// rowIDList is the id of every fio row, in table order.
+func rowIDList() []string {
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.id()
+	}
+	return ids
 }
 
 // parseSize reads 512M, 10G, 4096 (bytes).

@@ -224,6 +224,13 @@ func renderReport(cfg *config, e env, outs []*sectionOut) report {
 	if len(cfg.sections) != len(allSections) {
 		fmt.Fprintf(&b, " Only the sections %s were run.", strings.Join(cfg.sections, ", "))
 	}
+	if contains(cfg.sections, "fio") && len(cfg.rows) != len(rows) {
+		ids := make([]string, len(cfg.rows))
+		for i, r := range cfg.rows {
+			ids[i] = r.label()
+		}
+		fmt.Fprintf(&b, " Only the fio rows %s were run.", strings.Join(ids, ", "))
+	}
 	fmt.Fprintf(&b, "\n\nSections, all from one run: ")
 	for i, o := range outs {
 		if i > 0 {
@@ -301,7 +308,7 @@ func renderFio(cfg *config, res results, failed map[string]string) *sectionOut {
 	}
 
 	var body [][]string
-	for _, r := range rows {
+	for _, r := range cfg.rows {
 		line := []string{r.label()}
 		for _, t := range targets {
 			line = append(line, cell(res, r, t, failed))
@@ -334,7 +341,7 @@ func renderFio(cfg *config, res results, failed map[string]string) *sectionOut {
 		latHeader = append(latHeader, t+" p50 / p99")
 	}
 	var latBody [][]string
-	for _, r := range rows {
+	for _, r := range cfg.rows {
 		if r.iodepth != 1 {
 			continue
 		}
@@ -348,6 +355,20 @@ func renderFio(cfg *config, res results, failed map[string]string) *sectionOut {
 			line = append(line, fmt.Sprintf("%s / %s µs", usec(m.latP50), usec(m.latP99)))
 		}
 		latBody = append(latBody, line)
+		if r.fsync != 0 {
+			// The write returns before the fsync that follows it: what
+			// the guest waits for is mostly the fsync.
+			line := []string{r.label() + ": the fsync"}
+			for _, t := range targets {
+				m, ok := res.get(r, t)
+				if !ok || m.err != nil || m.syncP50 == 0 {
+					line = append(line, "–")
+					continue
+				}
+				line = append(line, fmt.Sprintf("%s / %s µs", usec(m.syncP50), usec(m.syncP99)))
+			}
+			latBody = append(latBody, line)
+		}
 	}
 	latTable := mdTable(latHeader, latBody)
 
@@ -357,11 +378,27 @@ func renderFio(cfg *config, res results, failed map[string]string) *sectionOut {
 	fmt.Fprintf(&m, "Each target file is first prefilled, so reads hit written data, not holes:\n\n")
 	fmt.Fprintf(&m, "    fio %s --filename=FILE --output-format=json\n\n", strings.Join(prefillArgs(cfg), " "))
 	fmt.Fprintf(&m, "Then each row runs, for example the first one:\n\n")
-	fmt.Fprintf(&m, "    fio %s --filename=FILE --output-format=json\n\n", strings.Join(jobArgs(cfg, rows[0]), " "))
+	fmt.Fprintf(&m, "    fio %s --filename=FILE --output-format=json\n\n", strings.Join(jobArgs(cfg, cfg.rows[0]), " "))
 	fmt.Fprintf(&m, "Rows vary only `--rw` (randread, randwrite, read, write), `--bs` (4k for random, 1M for sequential) and "+
-		"`--ioengine`/`--iodepth` (psync/1, libaio/16); the last two rows add `--fdatasync=64` (an fdatasync after every 64 writes, "+
-		"64 MiB), so their data must reach the disk during the job on every target. Figures are IOPS, with MiB/s in parentheses for 1M rows; "+
+		"`--ioengine`/`--iodepth` (psync/1, libaio/16); the `fdatasync/64` rows add `--fdatasync=64` (an fdatasync after every 64 writes, "+
+		"64 MiB), so their data must reach the disk during the job on every target. The `fsync=1` rows add `--fsync=1`: an fsync "+
+		"after every 4 KiB write, what a database in a VM with `cache=none` asks of its disk, so every write costs a flush to the "+
+		"disk. Figures are IOPS, with MiB/s in parentheses for 1M rows; "+
 		"ratios are IOPS ratios (the same as bandwidth ratios). Each job runs a %s ramp (not measured), then is measured for %s.\n\n", cfg.ramp, cfg.runtime)
+	if multi := multiRows(cfg.rows); len(multi) != 0 {
+		r := multi[0]
+		fmt.Fprintf(&m, "The `%d jobs` row runs %d such jobs at once, as %d VMs each doing it, each on a file of its own, every one "+
+			"prefilled as above: on `plain` %d files in one directory, on `loopback` and `vafs` %d files in the one mount, on `qsd` "+
+			"%d qcow2 images, each exported by a qemu-storage-daemon of its own (as %d VMs' qemu processes would each open their own "+
+			"image). Not one file cut in regions: a VM has an image of its own, and what vafs shares between files (its commit) is what "+
+			"this row is to show. The figure is the sum of the jobs' IOPS and the latencies are over every job's I/O "+
+			"(`--group_reporting`):\n\n", r.numJobs(), r.numJobs(), r.numJobs(), r.numJobs(), r.numJobs(), r.numJobs(), r.numJobs())
+		files := make([]string, r.numJobs())
+		for i := range files {
+			files[i] = fmt.Sprintf("FILE%d", i)
+		}
+		fmt.Fprintf(&m, "    fio %s --output-format=json\n\n", strings.Join(multiJobArgs(cfg, r, files), " "))
+	}
 	fmt.Fprintf(&m, "Targets:\n\n")
 	for _, t := range targets {
 		fmt.Fprintf(&m, "- %s\n", targetDocs[t])
@@ -372,7 +409,8 @@ func renderFio(cfg *config, res results, failed map[string]string) *sectionOut {
 		"same disk at the same moment; the absolute figures say little about other hardware.\n")
 
 	var r strings.Builder
-	fmt.Fprintf(&r, "%s\nCompletion latency at queue depth 1:\n\n%s", table, latTable)
+	fmt.Fprintf(&r, "%s\nCompletion latency at queue depth 1 (for the `fsync=1` rows, the write's, then on a line of its own the fsync's "+
+		"that follows it, fio's `sync` latency):\n\n%s", table, latTable)
 	if len(failed) != 0 {
 		fmt.Fprintf(&r, "\nNot measured:\n\n")
 		names := make([]string, 0, len(failed))
@@ -385,6 +423,17 @@ func renderFio(cfg *config, res results, failed map[string]string) *sectionOut {
 		}
 	}
 	return &sectionOut{title: "fio: vafs next to its yardsticks", method: m.String(), results: r.String()}
+}
+
+// multiRows are the rows of several jobs at once.
+func multiRows(rs []row) []row {
+	var out []row
+	for _, r := range rs {
+		if r.numJobs() > 1 {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func cell(res results, r row, t string, failed map[string]string) string {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 // sectionOut is what one section contributes to the report.
@@ -25,10 +26,11 @@ type sectionOut struct {
 type sectionFunc func(ctx context.Context, cfg *config, td *teardown) (*sectionOut, error)
 
 var sections = map[string]sectionFunc{
-	"fio":   runFioSection,
-	"clone": runCloneSection,
-	"depth": runDepthSection,
-	"meta":  runMetaSection,
+	"fio":       runFioSection,
+	"clone":     runCloneSection,
+	"depth":     runDepthSection,
+	"meta":      runMetaSection,
+	"isolation": runIsolationSection,
 }
 
 // runFioSection is the side-by-side fio table: every target is set up and
@@ -54,9 +56,13 @@ func runFioSection(ctx context.Context, cfg *config, td *teardown) (*sectionOut,
 		return renderFio(cfg, results{}, failed), errors.New("no target could be set up")
 	}
 
+	files := 1 // files per target: as many as the row of most jobs runs
+	for _, r := range cfg.rows {
+		files = max(files, r.numJobs())
+	}
 	for _, t := range ready {
-		logf("prefilling %s (%s sequential write)", t.name, sizeString(cfg.size))
-		if err := prefill(ctx, cfg, t); err != nil {
+		logf("prefilling %s (%d × %s sequential write)", t.name, files, sizeString(cfg.size))
+		if err := prefillFiles(ctx, cfg, t, td, files); err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -67,7 +73,7 @@ func runFioSection(ctx context.Context, cfg *config, td *teardown) (*sectionOut,
 	}
 
 	res := results{}
-	for _, r := range rows {
+	for _, r := range cfg.rows {
 		for _, t := range ready {
 			if t.broken {
 				continue
@@ -98,4 +104,20 @@ func runFioSection(ctx context.Context, cfg *config, td *teardown) (*sectionOut,
 		return out, fmt.Errorf("targets %s not measured; see above", strings.Join(names, ", "))
 	}
 	return out, nil
+}
+
+// prefillFiles makes t's files up to n and prefills every one of them.
+func prefillFiles(ctx context.Context, cfg *config, t *target, td *teardown, n int) error {
+	if err := prefill(ctx, cfg, t); err != nil {
+		return err
+	}
+	if err := t.addFiles(ctx, td, n); err != nil {
+		return err
+	}
+	for i, f := range t.files[1:] {
+		if _, err := fioRun(ctx, t.dir, fmt.Sprintf("prefill-%d", i+1), f, prefillArgs(cfg), 30*time.Minute); err != nil {
+			return err
+		}
+	}
+	return nil
 }

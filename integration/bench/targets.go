@@ -14,10 +14,37 @@ import (
 
 type target struct {
 	name   string
-	dir    string // this target's directory under the work dir
-	file   string // the file fio reads and writes; set by setup
-	broken bool   // setup worked but prefill did not
+	dir    string   // this target's directory under the work dir
+	file   string   // the file fio reads and writes; set by setup
+	files  []string // file, then one more per job for rows of several jobs; set by setup and addFiles
+	broken bool     // setup worked but prefill did not
 	setup  func(ctx context.Context, td *teardown) error
+	// addFile makes the target's next file for a row of several jobs:
+	// another file beside file (plain, loopback, vafs: four VMs' images
+	// in one directory or mount), or another qcow2 image exported by a
+	// qemu-storage-daemon of its own (four VMs' qemu each open their own
+	// image).
+	addFile func(ctx context.Context, td *teardown, i int) (string, error)
+}
+
+// addFiles gives t n files in all (t.files[0] is t.file).
+func (t *target) addFiles(ctx context.Context, td *teardown, n int) error {
+	if len(t.files) == 0 {
+		t.files = []string{t.file}
+	}
+	for i := len(t.files); i < n; i++ {
+		f, err := t.addFile(ctx, td, i)
+		if err != nil {
+			return err
+		}
+		t.files = append(t.files, f)
+	}
+	return nil
+}
+
+// beside names the i-th extra file in the same directory as t.file.
+func (t *target) beside(i int) string {
+	return filepath.Join(filepath.Dir(t.file), fmt.Sprintf("bench-%d.raw", i))
 }
 
 // targetDocs says, for the report, what each column is and how it is built.
@@ -52,10 +79,16 @@ func newTarget(name string, cfg *config) *target {
 		}
 	case "qsd":
 		t.setup = func(ctx context.Context, td *teardown) error { return setupQSD(ctx, cfg, t, td) }
+		t.addFile = func(ctx context.Context, td *teardown, i int) (string, error) {
+			return addQSD(ctx, cfg, t, td, i)
+		}
 	case "loopback":
 		t.setup = func(ctx context.Context, td *teardown) error { return setupLoopback(ctx, cfg, t, td) }
 	case "vafs":
 		t.setup = func(ctx context.Context, td *teardown) error { return setupVafs(ctx, cfg, t, td) }
+	}
+	if t.addFile == nil {
+		t.addFile = func(ctx context.Context, td *teardown, i int) (string, error) { return t.beside(i), nil }
 	}
 	return t
 }
@@ -74,6 +107,20 @@ func setupQSD(ctx context.Context, cfg *config, t *target, td *teardown) error {
 	}
 	t.file = export
 	return nil
+}
+
+// addQSD makes the i-th extra file of the qsd target: an image of its own
+// under dir/job-i, exported by a daemon of its own.
+func addQSD(ctx context.Context, cfg *config, t *target, td *teardown, i int) (string, error) {
+	dir := filepath.Join(t.dir, fmt.Sprintf("job-%d", i))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	img := filepath.Join(dir, "img.qcow2")
+	if _, err := runCmd(ctx, time.Minute, "qemu-img", "create", "-q", "-f", "qcow2", img, strconv.FormatInt(cfg.size, 10)); err != nil {
+		return "", err
+	}
+	return exportQcow2(ctx, dir, img, fmt.Sprintf("qsd (job %d)", i), td)
 }
 
 // exportQcow2 exports the qcow2 image img (with its backing chain, which
