@@ -443,11 +443,14 @@ func (b *bgReader) run(rng *rand.Rand) {
 				fail = append(fail, bgFail{ino: ino, err: err})
 			}
 		}
-		b.mu.RUnlock()
 		if len(fail) > 0 {
+			// Before mu is released: a power cut (which holds mu) judges
+			// what is pending against the model before the cut, which
+			// may bring back what a read rightly did not find.
 			b.smu.Lock()
 			b.pending = append(b.pending, fail...)
 			b.smu.Unlock()
 		}
+		b.mu.RUnlock()
 	}
 }
