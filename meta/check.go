@@ -121,7 +121,7 @@ func (t *Trees) Check(extent func(seg uint64, idx uint32, n uint64) error) (*Che
 	var derr error
 	err := t.db.scan([]byte{pfxHead}, func(k, v []byte) bool {
 		var h Head
-		if err := decodeVersioned(v, headVersion, &h); err != nil {
+		if err := decodeHead(v, &h); err != nil {
 			derr = fmt.Errorf("head of volume %d: %w", binary.BigEndian.Uint64(k[1:]), err)
 			return false
 		}

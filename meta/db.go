@@ -121,6 +121,10 @@ func DecodeSuperblock(v []byte, sb *Superblock) error {
 		return fmt.Errorf("%w: data dir format %d is newer than this vafs (%d); upgrade vafs", ErrTooNew, s.Format, DataFormat)
 	}
 	s.NextSnap = max(s.NextSnap, 1)
+	// 0 means "none" for nodes and generations, and host ids are 24 bits.
+	if s.HostID == 0 || s.HostID > 0xffffff || s.NextIno <= RootIno || s.NextNode == 0 || s.NextGen == 0 {
+		return fmt.Errorf("meta: superblock: %w: host %d, next inode %d, node %d, generation %d", ErrCorrupt, s.HostID, s.NextIno, s.NextNode, s.NextGen)
+	}
 	*sb = s
 	return nil
 }
@@ -255,6 +259,11 @@ func decodeVersioned(b []byte, version byte, v any) error {
 	}
 	if b[0] != version {
 		return fmt.Errorf("%w: version %d, want %d", ErrCorrupt, b[0], version)
+	}
+	// Lengths and nesting are checked before msgpack allocates for them
+	// (a corrupt length must not grow memory; meta/inode.go).
+	if err := checkMsgpack(b[1:]); err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	if err := msgpack.Unmarshal(b[1:], v); err != nil {
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)

@@ -385,15 +385,18 @@ func FuzzSuperblock(f *testing.F) {
 			if s.Format < 1 || s.Format > DataFormat || s.NextSnap < 1 {
 				return errors.New("format or snapshot counter not normalized")
 			}
+			if s.HostID == 0 || s.HostID > 0xffffff || s.NextIno <= RootIno || s.NextNode == 0 || s.NextGen == 0 {
+				return errors.New("host id or counters out of range")
+			}
 			return nil
 		}
-		// Fails when fuzzed until decodeVersioned (db.go) checks the
-		// structure first, as decodeRecord does: a length claiming more
-		// than the record grows msgpack's pooled buffer by 1 MiB a call
-		// ("\x01\x88\xc60000" reached 37 MB in the fuzzer).
+		// Failed when fuzzed until decodeVersioned (db.go) checked the
+		// structure first: a length claiming more than the record grew
+		// msgpack's pooled buffer by 1 MiB a call ("\x01\x88\xc60000"
+		// reached 37 MB in the fuzzer).
 		checkDecoder(t, b, DecodeSuperblock, encode, valid, ErrCorrupt, ErrTooNew)
 
-		sb := Superblock{HostID: host & 0xffffff, NextIno: next, NextNode: next >> 1, NextGen: next >> 2, NextSeq: next >> 24,
+		sb := Superblock{HostID: 1 + host%0xffffff, NextIno: max(next, RootIno+1), NextNode: max(next>>1, 1), NextGen: max(next>>2, 1), NextSeq: next >> 24,
 			NextSnap: max(next>>3, 1), Created: created, Format: 1 + format%DataFormat}
 		roundTrip(t, &sb, DecodeSuperblock, encode)
 		sb.Format = max(format, DataFormat+1)

@@ -57,10 +57,12 @@ func TestSuperNewerFormatRefused(t *testing.T) {
 	}
 	// Data dirs made before the field have no "fmt": format 1.
 	type old struct {
-		HostID  uint32 `msgpack:"host"`
-		NextIno uint64 `msgpack:"ino"`
+		HostID   uint32 `msgpack:"host"`
+		NextIno  uint64 `msgpack:"ino"`
+		NextNode uint64 `msgpack:"node"`
+		NextGen  uint64 `msgpack:"gen"`
 	}
-	if err := DecodeSuperblock(encodeVersioned(superVersion, &old{HostID: 7, NextIno: 9}), &sb); err != nil || sb.Format != 1 || sb.NextIno != 9 || sb.NextSnap != 1 {
+	if err := DecodeSuperblock(encodeVersioned(superVersion, &old{HostID: 7, NextIno: 9, NextNode: 3, NextGen: 4}), &sb); err != nil || sb.Format != 1 || sb.NextIno != 9 || sb.NextSnap != 1 {
 		t.Fatalf("old superblock: %+v, %v", sb, err)
 	}
 	if err := DecodeSuperblock([]byte{superVersion, 0xc1}, &sb); !errors.Is(err, ErrCorrupt) {

@@ -273,7 +273,7 @@ func (t *Trees) head(vol uint64) (*Head, error) {
 	case err != nil:
 		return nil, err
 	default:
-		if err := decodeVersioned(v, headVersion, h); err != nil {
+		if err := decodeHead(v, h); err != nil {
 			return nil, fmt.Errorf("head of volume %d: %w", vol, err)
 		}
 	}
