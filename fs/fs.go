@@ -224,8 +224,16 @@ func (f *FS) sweep() error {
 // LockDataDir creates dir if needed and takes its lock file; a second
 // holder gets ErrLocked naming the first one's pid.
 func LockDataDir(dir string) (*os.File, error) {
+	_, statErr := os.Stat(dir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("fs: data dir %s cannot be created: %w", dir, err)
+	}
+	if statErr != nil {
+		// A new data dir: make its name durable (meta/ inside it is made
+		// durable by meta.Open), or a power cut could take it back.
+		if err := syncDirOf(dir); err != nil {
+			return nil, err
+		}
 	}
 	lf, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -497,4 +505,17 @@ func (f *FS) vol(ino uint64) *volume {
 		f.vols[ino] = v
 	}
 	return v
+}
+
+// syncDirOf fsyncs the parent directory of path.
+func syncDirOf(path string) error {
+	d, err := os.Open(filepath.Dir(filepath.Clean(path)))
+	if err != nil {
+		return fmt.Errorf("fs: sync parent of %s: %w", path, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fs: sync parent of %s: %w", path, err)
+	}
+	return nil
 }

@@ -80,6 +80,15 @@ func open(dir string, fs vfs.FS, readOnly bool) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("meta: open pebble in %s: %w", dir, err)
 	}
+	if !readOnly {
+		// Pebble syncs its own directory, not the entry of that directory
+		// in its parent: on a first mount, until something else makes it
+		// durable, a power cut could lose meta/ and every commit in it.
+		if err := syncParent(opts.FS, dir); err != nil {
+			p.Close()
+			return nil, err
+		}
+	}
 	d := &DB{p: p, readOnly: readOnly}
 	v, closer, err := p.Get([]byte{pfxSuper})
 	switch {
@@ -318,3 +327,20 @@ func (quietLogger) Fatalf(format string, args ...any) {
 
 // OpenMem opens a database kept in memory (tests).
 func OpenMem() (*DB, error) { return Open("meta", vfs.NewMem()) }
+
+// syncParent makes the entry of dir in its parent directory durable.
+func syncParent(fs vfs.FS, dir string) error {
+	parent := fs.PathDir(dir)
+	if parent == "" {
+		parent = "."
+	}
+	f, err := fs.OpenDir(parent)
+	if err != nil {
+		return fmt.Errorf("meta: open %s: %w", parent, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("meta: sync %s: %w", parent, err)
+	}
+	return nil
+}
