@@ -242,3 +242,68 @@ func TestReadersAreBounded(t *testing.T) {
 		t.Fatalf("%d segment files still open after Close", open)
 	}
 }
+
+// gatedStore blocks Create while gate is set, as a slow segment create
+// (a directory entry on a busy disk) would.
+type gatedStore struct {
+	*directStore
+	gate chan struct{}
+	in   chan struct{}
+}
+
+func (s *gatedStore) Create(id blocks.SegmentID) (blocks.SegmentFile, error) {
+	if s.gate != nil {
+		select {
+		case s.in <- struct{}{}:
+		default:
+		}
+		<-s.gate
+	}
+	return s.directStore.Create(id)
+}
+
+// TestReadsDoNotWaitForRoll: a read of a sealed, synced segment does not
+// wait for an append that is rolling to a new segment. Before, every read
+// took the log's lock, which a roll holds across the segment's create,
+// header write and preallocation.
+func TestReadsDoNotWaitForRoll(t *testing.T) {
+	s := &gatedStore{directStore: newDirectStore(t)}
+	l, err := blocks.OpenLog(s, blocks.LogConfig{Host: 1, SegmentBlocks: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	exts, err := l.Append(1, 0, pattern(8, 3)) // segment 1 (sealed) and 2 (full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Sync(); err != nil { // segment 1 is synced and closed
+		t.Fatal(err)
+	}
+	s.gate, s.in = make(chan struct{}), make(chan struct{}, 1)
+	appended := make(chan error, 1)
+	go func() { _, err := l.Append(1, 8, pattern(1, 4)); appended <- err }() // rolls to segment 3: Create blocks
+	<-s.in
+	read := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 4*blocks.BlockSize)
+		err := l.Read(exts[0], buf)
+		if err == nil && !bytes.Equal(buf, pattern(8, 3)[:4*blocks.BlockSize]) {
+			t.Error("read back differs")
+		}
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		close(s.gate)
+		t.Fatal("a read of a sealed segment waited for a segment roll")
+	}
+	close(s.gate)
+	if err := <-appended; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -155,6 +156,7 @@ type Log struct {
 	unsynced []*openSeg // sealed since the last Sync, synced and closed by it
 	names    uint64     // segments created (for NameSyncer stores)
 	segs     map[SegmentID]*openSeg
+	staged   atomic.Pointer[map[SegmentID]bool] // the ids in segs, for reads without l.mu
 	nchunks  int
 	flushq   chan *chunk
 	flushWG  sync.WaitGroup
@@ -207,6 +209,7 @@ func OpenLog(store Store, cfg LogConfig) (*Log, error) {
 		cfg.MaxOpenReaders = 512
 	}
 	l := &Log{store: store, cfg: cfg, nextSeq: max(cfg.NextSeq, 1), segs: map[SegmentID]*openSeg{}}
+	l.publishStaged()
 	l.readers.init(store, cfg.MaxOpenReaders)
 	l.cond = sync.NewCond(&l.mu)
 	ids, err := store.List()
@@ -573,6 +576,7 @@ func (l *Log) dropChunk(ch *chunk) {
 	}
 	if len(ch.seg.chunks) == 0 && ch.seg.sealed {
 		delete(l.segs, ch.seg.id)
+		l.publishStaged()
 	}
 	l.nchunks--
 	l.mu.Unlock()
@@ -665,6 +669,7 @@ func (l *Log) roll() error {
 	l.open, l.next, l.dirty = s, 0, true
 	l.setSize(id, SegHeaderSize)
 	l.segs[id] = s
+	l.publishStaged()
 	return nil
 }
 
@@ -769,6 +774,7 @@ func (l *Log) Sync() error {
 		}
 		l.mu.Lock()
 		delete(l.segs, s.id) // its chunks were all written and dropped above
+		l.publishStaged()
 		l.mu.Unlock()
 		s.f.Close()
 	}
@@ -828,10 +834,20 @@ func (l *Log) syncNames(n uint64) error {
 // stored: from a staged chunk when it is still in memory, else from the file.
 func (l *Log) readRaw(seg SegmentID, idx uint32, buf []byte) error {
 	n := uint32(len(buf) / RecordSize)
+	staged := (*l.staged.Load())[seg]
 	for done := uint32(0); done < n; {
 		i := idx + done
 		k := n - done
 		var ch *chunk
+		if !staged {
+			// Neither open nor awaiting Sync: the records are in the file.
+			// Reads of sealed segments never take l.mu, so they do not wait
+			// behind an append's segment roll or a Sync.
+			if err := l.readFile(seg, i, buf[int(done)*RecordSize:]); err != nil {
+				return err
+			}
+			return nil
+		}
 		l.mu.Lock()
 		if s := l.segs[seg]; s != nil && s.df != nil {
 			c := i / ChunkRecords
@@ -857,21 +873,41 @@ func (l *Log) readRaw(seg SegmentID, idx uint32, buf []byte) error {
 			}
 			ch.rw.RUnlock()
 		}
-		r, err := l.readers.get(seg)
-		if err != nil {
-			return fmt.Errorf("blocks: open segment %s: %w", seg, err)
-		}
-		got, err := r.f.ReadAt(part, RecordOffset(i))
-		l.readers.put(r)
-		if got < len(part) {
-			if err == nil || isEOF(err) {
-				return &CorruptError{Seg: seg, Index: i + uint32(got/RecordSize), Reason: "record beyond end of segment"}
-			}
-			return fmt.Errorf("blocks: read segment %s: %w", seg, err)
+		if err := l.readFile(seg, i, part); err != nil {
+			return err
 		}
 		done += k
 	}
 	return nil
+}
+
+// readFile reads len(part)/RecordSize records from index i of seg's file.
+func (l *Log) readFile(seg SegmentID, i uint32, part []byte) error {
+	r, err := l.readers.get(seg)
+	if err != nil {
+		return fmt.Errorf("blocks: open segment %s: %w", seg, err)
+	}
+	got, err := r.f.ReadAt(part, RecordOffset(i))
+	l.readers.put(r)
+	if got < len(part) {
+		if err == nil || isEOF(err) {
+			return &CorruptError{Seg: seg, Index: i + uint32(got/RecordSize), Reason: "record beyond end of segment"}
+		}
+		return fmt.Errorf("blocks: read segment %s: %w", seg, err)
+	}
+	return nil
+}
+
+// publishStaged publishes the ids in l.segs for readRaw's lock-free check.
+// A segment leaves l.segs only once all its records are in the file, so a
+// reader that sees an older set at worst takes l.mu needlessly. Caller
+// holds l.mu.
+func (l *Log) publishStaged() {
+	m := make(map[SegmentID]bool, len(l.segs))
+	for id := range l.segs {
+		m[id] = true
+	}
+	l.staged.Store(&m)
 }
 
 // Read reads and verifies e.N blocks of extent e into dst (len e.N*BlockSize).

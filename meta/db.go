@@ -49,6 +49,8 @@ type DB struct {
 	// built before a create must not land the older S after it).
 	superMu  sync.Mutex
 	readOnly bool
+
+	getHook func(k []byte) // tests: called before every point read
 }
 
 // Open opens (creating if needed) the metadata database in dir. fs may be
@@ -282,6 +284,9 @@ func decodeVersioned(b []byte, version byte, v any) error {
 
 // get returns a copy of the value at k, or ErrNotFound.
 func (d *DB) get(k []byte) ([]byte, error) {
+	if d.getHook != nil {
+		d.getHook(k)
+	}
 	v, closer, err := d.p.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, ErrNotFound

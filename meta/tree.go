@@ -75,6 +75,8 @@ type Trees struct {
 
 	// CacheNodes bounds the clean nodes kept after a flush.
 	CacheNodes int
+
+	cachedOnly bool // load fails with *missError instead of reading Pebble (lookupRetry; under mu)
 }
 
 // OpenTrees loads the segment reference counts and prepares the tree cache.
@@ -117,6 +119,9 @@ func (t *Trees) resetDirty() {
 func (t *Trees) load(id uint64) (*node, error) {
 	if n := t.nodes[id]; n != nil {
 		return n, nil
+	}
+	if t.cachedOnly {
+		return nil, &missError{id}
 	}
 	v, err := t.db.get(key64(pfxNode, id))
 	if errors.Is(err, ErrNotFound) {
@@ -540,21 +545,67 @@ func (t *Trees) leafSet(n *node, base, lo, hi uint64, o *op) {
 // Lookup returns the mappings of blocks [first, first+n) of vol in order,
 // holes included, covering the range exactly.
 func (t *Trees) Lookup(vol, first, n uint64) ([]Mapping, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	h, err := t.head(vol)
-	if err != nil {
-		return nil, err
-	}
-	return t.lookup(h, first, n)
+	return t.lookupRetry(func() (*Head, error) { return t.head(vol) }, first, n)
 }
 
 // LookupHead is Lookup on a frozen head (a snapshot).
 func (t *Trees) LookupHead(h Head, first, n uint64) ([]Mapping, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.lookup(&h, first, n)
+	return t.lookupRetry(func() (*Head, error) { return &h, nil }, first, n)
 }
+
+// lookupRetry walks under t.mu through cached nodes only; at a node that
+// is not cached it drops the lock, reads the node from Pebble, caches it
+// and walks again. So a cold read (a Pebble read, maybe from disk) never
+// holds the lock every volume's reads and writes need: cold reads of
+// different volumes overlap. A node not in the cache is clean, and node
+// ids are never reused, so what Pebble holds for it is its content.
+func (t *Trees) lookupRetry(head func() (*Head, error), first, n uint64) ([]Mapping, error) {
+	for {
+		t.mu.Lock()
+		h, err := head()
+		if err != nil {
+			t.mu.Unlock()
+			return nil, err
+		}
+		t.cachedOnly = true
+		out, err := t.lookup(h, first, n)
+		t.cachedOnly = false
+		t.mu.Unlock()
+		var miss *missError
+		if !errors.As(err, &miss) {
+			return out, err
+		}
+		v, err := t.db.get(key64(pfxNode, miss.id))
+		if errors.Is(err, ErrNotFound) {
+			// Freed and deleted since the walk saw its parent: walk again
+			// (the parent changed too); a node really missing fails in load.
+			t.mu.Lock()
+			_, err = t.load(miss.id)
+			t.mu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		nd, err := decodeNode(miss.id, v)
+		if err != nil {
+			return nil, err
+		}
+		t.mu.Lock()
+		if t.nodes[miss.id] == nil && !t.freed[miss.id] {
+			t.nodes[miss.id] = nd
+		}
+		t.mu.Unlock()
+	}
+}
+
+// missError: a walk in cachedOnly mode met a node that is not cached.
+type missError struct{ id uint64 }
+
+func (e *missError) Error() string { return fmt.Sprintf("meta: node %d not cached", e.id) }
 
 func (t *Trees) lookup(h *Head, first, n uint64) ([]Mapping, error) {
 	var out []Mapping
