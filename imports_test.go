@@ -58,7 +58,7 @@ func TestForbiddenImports(t *testing.T) {
 // initialisation at each start, and `vafs clone` must start in a few
 // milliseconds (a clone is a millisecond of work in the mount). It may
 // link the standard library, urfave/cli, msgpack, the control socket's
-// client and the shared command definitions; anything that opens a data
+// client (and its msgpack check) and the shared command definitions; anything that opens a data
 // dir or mounts (Pebble, go-fuse, prometheus, fs, meta, blocks, cachessd,
 // the fs/control server) belongs to the engine, cmd/vafsd.
 func TestThinClientDeps(t *testing.T) {
@@ -69,6 +69,7 @@ func TestThinClientDeps(t *testing.T) {
 	}
 	allowed := []string{
 		mod + "cmd/vafs", mod + "cmd/internal/", mod + "fs/control/wire",
+		mod + "internal/msgpackcheck",                           // the frame check wire shares with meta: the standard library only
 		"github.com/urfave/cli/v2", "github.com/xrash/smetrics", // and, without -tags urfave_cli_no_docs:
 		"github.com/cpuguy83/go-md2man/", "github.com/russross/blackfriday/",
 		"github.com/vmihailenco/msgpack/", "github.com/vmihailenco/tagparser/",

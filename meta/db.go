@@ -12,6 +12,8 @@ import (
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/vfs"
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/vafs/vafs/internal/msgpackcheck"
 )
 
 const superVersion = 1
@@ -273,7 +275,7 @@ func decodeVersioned(b []byte, version byte, v any) error {
 	}
 	// Lengths and nesting are checked before msgpack allocates for them
 	// (a corrupt length must not grow memory; meta/inode.go).
-	if err := checkMsgpack(b[1:]); err != nil {
+	if err := msgpackcheck.Check(b[1:]); err != nil {
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	if err := msgpack.Unmarshal(b[1:], v); err != nil {

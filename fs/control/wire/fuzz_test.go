@@ -21,6 +21,8 @@ import (
 	"testing"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/vafs/vafs/internal/msgpackcheck"
 )
 
 func allocated() uint64 {
@@ -347,8 +349,8 @@ func TestDecodeNesting(t *testing.T) {
 		t.Fatalf("a frame nested %d deep: %v, want a %s error", len(b), perr, KindProto)
 	}
 	// As deep as the limit is fine.
-	ok := append([]byte{0x82, 0xa1, 'v', 1, 0xa6, 'f', 'u', 't', 'u', 'r', 'e'}, bytes.Repeat([]byte{0x91}, maxDepth-1)...)
+	ok := append([]byte{0x82, 0xa1, 'v', 1, 0xa6, 'f', 'u', 't', 'u', 'r', 'e'}, bytes.Repeat([]byte{0x91}, msgpackcheck.MaxDepth-1)...)
 	if _, perr := DecodeRequest(append(ok, 0xc0)); perr != nil {
-		t.Fatalf("a request nested %d deep: %v", maxDepth, perr)
+		t.Fatalf("a request nested %d deep: %v", msgpackcheck.MaxDepth, perr)
 	}
 }
