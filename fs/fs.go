@@ -62,8 +62,12 @@ type FS struct {
 
 	state    sync.RWMutex
 	commitMu sync.Mutex
-	gcMu     sync.RWMutex
-	nsMu     sync.Mutex
+	// group commit of commitMeta: requests registered, and the last
+	// request a successful commit covered.
+	groupMu             sync.Mutex
+	groupReq, groupDone uint64
+	gcMu                sync.RWMutex
+	nsMu                sync.Mutex
 
 	vmu  sync.Mutex
 	vols map[uint64]*volume
@@ -282,7 +286,7 @@ func (f *FS) committer() {
 			return
 		case <-t.C:
 			if f.commitDue() {
-				if err := f.Commit(); err != nil {
+				if err := f.backgroundCommit(); err != nil {
 					f.lg.Printf("background commit: %v", err)
 				}
 			}
@@ -327,6 +331,74 @@ func HostDirtyExpire() time.Duration {
 // synced Pebble batch with the trees, refcounts and heads that reach them.
 // Afterwards segments no tree references are removed.
 func (f *FS) Commit() error { return f.commitWith(nil) }
+
+// commitVolume makes one volume durable: its cached writes go to the log
+// (beside its writers; other volumes' caches are left alone), then the
+// trees are committed as they are (commitMeta). This is fsync: one VM's
+// fsync writes out its own cached data, never a neighbour's
+// (docs/write-cache.md, "Per-volume fsync").
+func (f *FS) commitVolume(ino uint64) error {
+	if err := f.flushVolume(ino); err != nil {
+		return err
+	}
+	return f.commitMeta()
+}
+
+// commitMeta commits the trees as they are, flushing no cache: what is in
+// them is every volume's writes that reached the log, each a set of whole
+// block writes (a disk's contract for writes not yet flushed), with sizes
+// that never run ahead of their data (extending writes are not cached).
+//
+// Commits are grouped: a caller that registers while another commit is
+// under way waits for it, and the next one to run covers every caller
+// registered before its capture, so concurrent fsyncs of different volumes
+// share one metadata batch and one sync.
+func (f *FS) commitMeta() error {
+	f.groupMu.Lock()
+	f.groupReq++
+	my := f.groupReq
+	f.groupMu.Unlock()
+	f.commitMu.Lock()
+	defer f.commitMu.Unlock()
+	f.groupMu.Lock()
+	if f.groupDone >= my {
+		f.groupMu.Unlock()
+		return nil
+	}
+	upto := f.groupReq
+	f.groupMu.Unlock()
+	f.state.Lock()
+	b := f.db.NewBatch()
+	f.db.SetNextSeq(f.log.NextSeq())
+	fl := f.trees.Flush(b)
+	f.state.Unlock()
+	if err := f.land(b, fl); err != nil {
+		return err
+	}
+	f.groupMu.Lock()
+	f.groupDone = max(f.groupDone, upto)
+	f.groupMu.Unlock()
+	return nil
+}
+
+// backgroundCommit writes the cache out and commits, without holding
+// commitMu while it writes: an fsync meanwhile commits beside it instead
+// of waiting for up to DirtyExpire of every volume's writes.
+func (f *FS) backgroundCommit() error {
+	if f.wc.used.Load() > 0 {
+		// Blocks cached from here on are aged from now.
+		since := time.Now().UnixNano()
+		f.wc.dirtySince.Store(since)
+		if err := f.flushAll(); err != nil {
+			f.wc.dirtySince.Store(1) // "old": retried at the next tick
+			return err
+		}
+		if f.wc.used.Load() == 0 {
+			f.wc.dirtySince.CompareAndSwap(since, 0)
+		}
+	}
+	return f.commitMeta()
+}
 
 // commitWith is Commit with a change made atomically with it: fn runs
 // under the state lock held exclusively (no write, no other change in
@@ -392,6 +464,13 @@ func (f *FS) commitWith(fn func(b *meta.Batch) error) error {
 	f.db.SetNextSeq(f.log.NextSeq())
 	fl := f.trees.Flush(b)
 	f.state.Unlock()
+	return f.land(b, fl)
+}
+
+// land makes a captured commit durable: the blocks its trees reach are
+// synced, then its batch is committed with a sync; then segments it found
+// dead are removed. Caller holds commitMu.
+func (f *FS) land(b *meta.Batch, fl *meta.Flushed) error {
 	if err := f.log.Sync(); err != nil {
 		b.Close()
 		f.trees.Unflush(fl)

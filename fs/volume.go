@@ -210,8 +210,13 @@ func (f *FS) WriteAt(ino uint64, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer unlock()
+	cache := true
 	if end > h.Size {
 		f.fold() // the size changes with the tree's head
+		// An extending write is not cached: the size is in the tree at
+		// once, and a commit of the trees (another volume's fsync) must
+		// never hold a size whose data is still only in memory.
+		cache = false
 	}
 	first := uint64(off) / BlockSize
 	last := (end - 1) / BlockSize
@@ -232,7 +237,7 @@ func (f *FS) WriteAt(ino uint64, p []byte, off int64) (int, error) {
 		}
 		copy(data[uint64(off)%BlockSize:], p)
 	}
-	if err := f.storeBlocks(ino, first, data); err != nil {
+	if err := f.storeBlocks(ino, first, data, cache); err != nil {
 		return 0, err
 	}
 	t := now()
@@ -291,7 +296,7 @@ func (f *FS) zeroRange(ino uint64, off, n, size uint64) error {
 			return err
 		}
 		clear(buf[from:to])
-		return f.storeBlocks(ino, blk, buf[:])
+		return f.storeBlocks(ino, blk, buf[:], true)
 	}
 	if off%BlockSize != 0 {
 		blk := off / BlockSize
@@ -549,12 +554,11 @@ func (f *FS) copyBytes(src, srcOff, dst, dstOff, n uint64) (uint64, error) {
 	return done, nil
 }
 
-// Fsync makes everything written so far durable (vafs commits all volumes
-// at once; a commit is one synced batch however many volumes it covers,
-// after the write-back cache is flushed).
+// Fsync makes everything written to the volume so far durable. Only this
+// volume's cached writes are written out (commitVolume).
 func (f *FS) Fsync(ino uint64) error {
 	f.vol(ino).c.judge()
-	return f.Commit()
+	return f.commitVolume(ino)
 }
 
 // makeRoom runs before a write of n bytes takes the volume's locks: when

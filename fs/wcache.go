@@ -603,9 +603,9 @@ func (v *volCache) blocksOf(frozen bool) []uint64 {
 // storeBlocks writes whole blocks of a volume from block first on: into
 // the cache when it is on and has room, else to the log and the tree.
 // Caller holds the volume's writer lock and the state read lock.
-func (f *FS) storeBlocks(ino, first uint64, data []byte) error {
+func (f *FS) storeBlocks(ino, first uint64, data []byte, cache bool) error {
 	v := f.vol(ino)
-	if f.wc.on() && !f.wc.committing.Load() && time.Now().UnixNano() >= v.c.throughUntil.Load() &&
+	if cache && f.wc.on() && !f.wc.committing.Load() && time.Now().UnixNano() >= v.c.throughUntil.Load() &&
 		!f.wc.lowSpace(f.log.Space) && v.c.put(f.wc, first, data) {
 		return nil
 	}
