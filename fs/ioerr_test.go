@@ -44,6 +44,17 @@ func (m *ioModel) check(t *testing.T, f *FS, ino uint64, what string) {
 	}
 }
 
+// size gives the file its size, as qemu-img create does for a raw image, so
+// that the writes after it are overwrites, which the write-back cache
+// holds (a write that extends a file goes to the log at once).
+func (m *ioModel) size(t *testing.T, f *FS, ino uint64, n int) {
+	t.Helper()
+	if err := f.Truncate(ino, uint64(n)); err != nil {
+		t.Fatal(err)
+	}
+	m.b = append(m.b[:min(len(m.b), n)], make([]byte, max(0, n-len(m.b)))...)
+}
+
 func openIOErr(t *testing.T, d *pcDisk) (*FS, Options) {
 	t.Helper()
 	opts := d.options(Options{Logger: log.New(io.Discard, "", 0), SegmentBlocks: 64, WriteCache: 64 << 20,
@@ -92,12 +103,16 @@ func oneWriteEIO(t *testing.T, direct bool, k int) int {
 	f, opts := openIOErr(t, d)
 	a := create(t, f, "a")
 	var m ioModel
+	m.size(t, f, a, 300*BlockSize)
 	m.write(t, f, a, 0, ioPattern(100*BlockSize, 1))
 	if err := f.Fsync(a); err != nil {
 		t.Fatal(err)
 	}
 	m.write(t, f, a, 50*BlockSize, ioPattern(200*BlockSize, 2)) // cached
 	m.write(t, f, a, 7*BlockSize+100, ioPattern(3000, 3))
+	if n := f.dirtyPages(a); n != 201 {
+		t.Fatalf("%d blocks cached before the fsync, want 201", n)
+	}
 	if k > 0 {
 		d.store.FailWrite(k, syscall.EIO)
 	}
@@ -147,6 +162,7 @@ func TestBackgroundChunkWriteEIOCostsNothing(t *testing.T) {
 	f, opts := openIOErr(t, d)
 	a := create(t, f, "a")
 	var m ioModel
+	m.size(t, f, a, 130*BlockSize)
 	m.write(t, f, a, 0, ioPattern(10*BlockSize, 1))
 	if err := f.Fsync(a); err != nil {
 		t.Fatal(err)
@@ -155,6 +171,9 @@ func TestBackgroundChunkWriteEIOCostsNothing(t *testing.T) {
 	// the flush queues it for a background flusher, whose WriteDirect is
 	// the next segment write.
 	m.write(t, f, a, 10*BlockSize, ioPattern(54*BlockSize, 2))
+	if n := f.dirtyPages(a); n != 54 {
+		t.Fatalf("%d blocks cached, want 54", n)
+	}
 	d.store.FailWrite(1, syscall.EIO)
 	if _, err := f.Lseek(a, 0, SeekData); err != nil { // flushes the volume's cache to the log
 		t.Fatal(err)
@@ -200,6 +219,7 @@ func TestFailedSyncNeverTrusted(t *testing.T) {
 				f, opts := openIOErr(t, d)
 				a := create(t, f, "a")
 				var m ioModel
+				m.size(t, f, a, 270*BlockSize) // the writes below are overwrites, cached
 				m.write(t, f, a, 0, ioPattern(100*BlockSize, 1))
 				if err := f.Fsync(a); err != nil {
 					t.Fatal(err)

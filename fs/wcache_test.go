@@ -35,13 +35,27 @@ func openCachedOn(t *testing.T, d *crashDisk, size int64) *FS {
 
 func block(v byte, n int) []byte { return bytes.Repeat([]byte{v}, n*BlockSize) }
 
+// createSized creates a file and gives it its size at once, as qemu-img
+// create does for a raw image: the writes after it are overwrites within
+// the size, which the write-back cache holds. A write that extends a file
+// is never cached (it goes to the log with the size it sets,
+// docs/write-cache.md "Per-volume fsync").
+func createSized(t *testing.T, f *FS, name string, size uint64) uint64 {
+	t.Helper()
+	ino := create(t, f, name)
+	if err := f.Truncate(ino, size); err != nil {
+		t.Fatal(err)
+	}
+	return ino
+}
+
 // TestWriteCacheCoalescesOverwrites: ten overwrites of the same 1 MiB cost
 // the log one copy of it, and read back as the last one before and after
 // the commit and a remount.
 func TestWriteCacheCoalescesOverwrites(t *testing.T) {
 	dir, store := t.TempDir(), blocks.NewMemStore()
 	f := openCached(t, dir, store, 64<<20)
-	ino := create(t, f, "a")
+	ino := createSized(t, f, "a", 1<<20)
 	for i := range 10 {
 		if _, err := f.WriteAt(ino, block(byte(i+1), 256), 0); err != nil {
 			t.Fatal(err)
@@ -72,19 +86,30 @@ func TestWriteCacheCoalescesOverwrites(t *testing.T) {
 }
 
 // TestWriteCacheCrashReturnsToLastCommit: what was cached and not
-// committed is gone after a crash, whole; what was committed is there.
-// Crashes are process kills and power cuts (forCrashDisks).
+// committed is gone after a crash, whole; what each file's fsync committed
+// is there. Crashes are process kills and power cuts (forCrashDisks).
+// (That one file's fsync leaves another's cache alone is
+// TestFsyncLeavesOtherVolumesCached.)
 func TestWriteCacheCrashReturnsToLastCommit(t *testing.T) {
 	forCrashDisks(t, func(t *testing.T, d *crashDisk) {
 		f := openCachedOn(t, d, 64<<20)
-		a, b := create(t, f, "a"), create(t, f, "b")
+		a, b := createSized(t, f, "a", 1<<20), createSized(t, f, "b", 16*BlockSize)
+		f.WriteAt(a, block(9, 256), 0) // overwritten: a's fsync does not make it write through (judge)
 		f.WriteAt(a, block(1, 256), 0)
 		f.WriteAt(b, block(1, 16), 0)
-		if err := f.Fsync(b); err != nil { // a commit covers every volume
-			t.Fatal(err)
+		if f.dirtyPages(a) != 256 || f.dirtyPages(b) != 16 {
+			t.Fatalf("%d and %d blocks cached, want 256 and 16", f.dirtyPages(a), f.dirtyPages(b))
+		}
+		for _, ino := range []uint64{a, b} { // an fsync commits its own file
+			if err := f.Fsync(ino); err != nil {
+				t.Fatal(err)
+			}
 		}
 		f.WriteAt(a, block(2, 128), 0)
 		f.WriteAt(b, block(2, 16), 0)
+		if f.dirtyPages(a) != 128 || f.dirtyPages(b) != 16 {
+			t.Fatalf("%d and %d blocks cached, want 128 and 16", f.dirtyPages(a), f.dirtyPages(b))
+		}
 		d.crash(f)
 		g := openCachedOn(t, d, 64<<20)
 		defer g.Close()
@@ -147,16 +172,16 @@ func TestWriteCachePunchTruncateDropCached(t *testing.T) {
 func TestWriteCacheSeekAndShare(t *testing.T) {
 	f := openCached(t, t.TempDir(), blocks.NewMemStore(), 64<<20)
 	defer f.Close()
-	a, b := create(t, f, "a"), create(t, f, "b")
-	if err := f.Truncate(a, 1<<20); err != nil {
-		t.Fatal(err)
-	}
+	a, b := createSized(t, f, "a", 1<<20), createSized(t, f, "b", 8*BlockSize)
 	f.WriteAt(a, block(3, 4), 100*BlockSize)
 	if off, err := f.Lseek(a, 0, SeekData); err != nil || off != 100*BlockSize {
 		t.Fatalf("SEEK_DATA over cached blocks: %d, %v", off, err)
 	}
 	f.WriteAt(a, block(4, 4), 200*BlockSize)
 	f.WriteAt(b, block(9, 8), 0)
+	if f.dirtyPages(a) != 4 || f.dirtyPages(b) != 8 {
+		t.Fatalf("%d blocks of a and %d of b cached, want 4 and 8", f.dirtyPages(a), f.dirtyPages(b))
+	}
 	if n, err := f.CopyRange(a, 200*BlockSize, b, 0, 4*BlockSize); err != nil || n != 4*BlockSize {
 		t.Fatalf("copy range: %d, %v", n, err)
 	}
@@ -171,8 +196,11 @@ func TestWriteCacheSeekAndShare(t *testing.T) {
 func TestWriteCacheSnapshotAndRollback(t *testing.T) {
 	f := openCached(t, t.TempDir(), blocks.NewMemStore(), 64<<20)
 	defer f.Close()
-	ino := create(t, f, "a")
+	ino := createSized(t, f, "a", 8*BlockSize)
 	f.WriteAt(ino, block(1, 8), 0)
+	if f.dirtyPages(ino) != 8 {
+		t.Fatalf("%d blocks cached, want 8", f.dirtyPages(ino))
+	}
 	s, err := f.SnapshotCreate(ino, "s1")
 	if err != nil {
 		t.Fatal(err)
@@ -196,8 +224,9 @@ func TestWriteCacheSnapshotAndRollback(t *testing.T) {
 func TestWriteCacheFullAndDelete(t *testing.T) {
 	f := openCached(t, t.TempDir(), blocks.NewMemStore(), cacheSlabBytes)
 	defer f.Close()
-	ino := create(t, f, "a")
 	want := make([]byte, 16<<20)
+	ino := createSized(t, f, "a", uint64(len(want)))
+	cached := false
 	rng := rand.New(rand.NewPCG(1, 2))
 	for off := 0; off < len(want); off += 256 << 10 {
 		p := want[off : off+256<<10]
@@ -210,6 +239,10 @@ func TestWriteCacheFullAndDelete(t *testing.T) {
 		if u := f.wc.used.Load(); u > f.wc.limit+cacheSlack {
 			t.Fatalf("cache holds %d pages, size %d", u, f.wc.limit)
 		}
+		cached = cached || f.dirtyPages(ino) > 0
+	}
+	if !cached {
+		t.Fatal("no write was cached: the test exercised no full cache")
 	}
 	if got := readAll(t, f, ino, len(want)); !bytes.Equal(got, want) {
 		t.Fatal("data written through a full cache reads back wrong")
@@ -237,7 +270,7 @@ func TestWriteCacheLowSpaceWritesThrough(t *testing.T) {
 	store.Capacity = 300 << 20
 	f := openCached(t, t.TempDir(), store, 64<<20)
 	defer f.Close()
-	ino := create(t, f, "a")
+	ino := createSized(t, f, "a", 1<<30) // overwrites, which are cached unless space is low
 	p := block(6, 256)
 	var off int64
 	var err error
@@ -376,7 +409,7 @@ func TestWriteCacheConcurrent(t *testing.T) {
 func TestWriteCacheThroughAfterUselessFsync(t *testing.T) {
 	f := openCached(t, t.TempDir(), blocks.NewMemStore(), 64<<20)
 	defer f.Close()
-	stream, hot := create(t, f, "stream"), create(t, f, "hot")
+	stream, hot := createSized(t, f, "stream", 768*BlockSize), createSized(t, f, "hot", 512*BlockSize)
 	f.WriteAt(stream, block(1, 512), 0)
 	for i := range 4 {
 		f.WriteAt(hot, block(byte(i+1), 512), 0)
@@ -491,10 +524,7 @@ func TestWriteCacheFlushVolumeAcrossFreeze(t *testing.T) {
 	dir, store := t.TempDir(), blocks.NewMemStore()
 	f := openCached(t, dir, store, 64<<20)
 	defer f.Close()
-	a, b := create(t, f, "a"), create(t, f, "b")
-	if err := f.Truncate(a, 1<<20); err != nil { // 1 MiB of hole
-		t.Fatal(err)
-	}
+	a, b := createSized(t, f, "a", 1<<20), createSized(t, f, "b", BlockSize) // 1 MiB of hole; b is written over
 	if err := f.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -514,8 +544,8 @@ func TestWriteCacheFlushVolumeAcrossFreeze(t *testing.T) {
 		go func() { committed <- f.Commit() }()
 		<-frozen // the freeze happened between the passes
 	}
-	if f.dirtyPages(a) != 1 {
-		t.Fatalf("%d blocks of a cached, want 1", f.dirtyPages(a))
+	if f.dirtyPages(a) != 1 || f.dirtyPages(b) != 1 {
+		t.Fatalf("%d blocks of a and %d of b cached, want 1 and 1", f.dirtyPages(a), f.dirtyPages(b))
 	}
 	off, err := f.Lseek(a, 0, SeekData)
 	close(release)
@@ -541,7 +571,7 @@ func TestBackgroundCommitWaitsForDirtyExpire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ino := create(t, f, "a")
+	ino := createSized(t, f, "a", 16*BlockSize)
 	start := time.Now()
 	if _, err := f.WriteAt(ino, block(7, 16), 0); err != nil {
 		t.Fatal(err)
