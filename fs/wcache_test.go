@@ -122,6 +122,175 @@ func TestWriteCacheCrashReturnsToLastCommit(t *testing.T) {
 	})
 }
 
+// TestFsyncLeavesOtherVolumesCached: an fsync writes out its own volume's
+// cached blocks and no other's (docs/write-cache.md, "Per-volume fsync"):
+// after A's fsync, B's cached blocks are still cached and not one record
+// of B's has reached the store. After a crash (process kill, power cut) A
+// holds everything its fsync acknowledged, and B is at its own last fsync
+// or later block by block: each block holds its value at B's fsync or the
+// value of a later write to it. Which one is decided by whether the later
+// write had reached the log when a commit ran: here B's only-cached
+// blocks are not kept (round 1), and blocks a SEEK_DATA flushed to the
+// log before A's fsync committed the trees are (round 2), over the
+// blocks B cached again afterwards.
+func TestFsyncLeavesOtherVolumesCached(t *testing.T) {
+	forCrashDisks(t, func(t *testing.T, d *crashDisk) {
+		const n = 128 // blocks of each file
+		f := openCachedOn(t, d, 64<<20)
+		a, b := createSized(t, f, "a", n*BlockSize), createSized(t, f, "b", n*BlockSize)
+		// B's last certain point: blocks 0-63 are 1s, 64-127 zeros.
+		bFsynced := append(block(1, 64), block(0, 64)...)
+		if _, err := f.WriteAt(b, bFsynced[:64*BlockSize], 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Fsync(b); err != nil {
+			t.Fatal(err)
+		}
+
+		// Round 1: B's later writes are only cached when A fsyncs.
+		bLater := [][]byte{bFsynced} // B's content after each write since its fsync
+		writeB := func(f *FS, p []byte, blk int) {
+			t.Helper()
+			if _, err := f.WriteAt(b, p, int64(blk)*BlockSize); err != nil {
+				t.Fatal(err)
+			}
+			next := bytes.Clone(bLater[len(bLater)-1])
+			copy(next[blk*BlockSize:], p)
+			bLater = append(bLater, next)
+		}
+		writeB(f, block(2, 32), 0)   // over B's fsynced data
+		writeB(f, block(3, 16), 100) // over its zeros
+		wantA := append(block(4, n), block(5, 8)...)
+		if _, err := f.WriteAt(a, wantA[:n*BlockSize], 0); err != nil { // cached
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(a, wantA[n*BlockSize:], n*BlockSize); err != nil { // extends A: to the log at once
+			t.Fatal(err)
+		}
+		if f.dirtyPages(a) != n || f.dirtyPages(b) != 48 {
+			t.Fatalf("%d blocks of A and %d of B cached before A's fsync, want %d and 48", f.dirtyPages(a), f.dirtyPages(b), n)
+		}
+		before := storeRecords(t, d.Store())
+		if err := f.Fsync(a); err != nil {
+			t.Fatal(err)
+		}
+		after := storeRecords(t, d.Store())
+		if f.dirtyPages(a) != 0 {
+			t.Fatalf("A's fsync left %d of A's blocks cached", f.dirtyPages(a))
+		}
+		if f.dirtyPages(b) != 48 {
+			t.Fatalf("A's fsync took B's cached blocks from 48 to %d: it wrote out another volume's cache", f.dirtyPages(b))
+		}
+		if after[b] != before[b] {
+			t.Fatalf("A's fsync appended %d records of B to the store", after[b]-before[b])
+		}
+		if after[a]-before[a] < n {
+			t.Fatalf("A's fsync appended %d records of A, want at least its %d cached blocks", after[a]-before[a], n)
+		}
+		if got := readAll(t, f, b, n*BlockSize); !bytes.Equal(got, bLater[len(bLater)-1]) {
+			t.Fatal("B does not read its cached writes after A's fsync")
+		}
+		d.crash(f)
+		f = openCachedOn(t, d, 64<<20)
+		if got := readAll(t, f, a, 2*n*BlockSize); !bytes.Equal(got, wantA) {
+			t.Fatalf("round 1: A after the crash is not what its fsync acknowledged: %s", mDiff(got, wantA, 0))
+		}
+		gotB := readAll(t, f, b, 2*n*BlockSize)
+		checkBlockRule(t, "round 1: B after the crash", gotB, bLater)
+		if !bytes.Equal(gotB, bFsynced) { // none of B's later writes reached the log
+			t.Fatalf("round 1: B after the crash is not as of its fsync: %s", mDiff(gotB, bFsynced, 0))
+		}
+
+		// Round 2: a SEEK_DATA writes B's cache to the log (no commit);
+		// A's fsync then commits B's tree as it is, and what B caches
+		// after the flush stays behind.
+		bLater = [][]byte{bFsynced} // the crash made the disk's state certain
+		writeB(f, block(6, 16), 0)
+		if _, err := f.Lseek(b, 0, SeekData); err != nil {
+			t.Fatal(err)
+		}
+		flushed := bLater[len(bLater)-1]
+		writeB(f, block(7, 8), 8)  // over flushed blocks
+		writeB(f, block(8, 8), 64) // over zeros
+		if _, err := f.WriteAt(a, block(9, 4), 0); err != nil {
+			t.Fatal(err)
+		}
+		copy(wantA, block(9, 4))
+		if f.dirtyPages(b) != 16 {
+			t.Fatalf("round 2: %d blocks of B cached, want 16", f.dirtyPages(b))
+		}
+		if err := f.Fsync(a); err != nil {
+			t.Fatal(err)
+		}
+		if f.dirtyPages(b) != 16 {
+			t.Fatalf("round 2: A's fsync took B's cached blocks from 16 to %d", f.dirtyPages(b))
+		}
+		d.crash(f)
+		g := openCachedOn(t, d, 64<<20)
+		defer g.Close()
+		if got := readAll(t, g, a, 2*n*BlockSize); !bytes.Equal(got, wantA) {
+			t.Fatalf("round 2: A after the crash is not what its fsync acknowledged: %s", mDiff(got, wantA, 0))
+		}
+		gotB = readAll(t, g, b, 2*n*BlockSize)
+		checkBlockRule(t, "round 2: B after the crash", gotB, bLater)
+		if !bytes.Equal(gotB, flushed) { // the flushed blocks are kept, the ones cached after them not
+			t.Fatalf("round 2: B after the crash is not as of the SEEK_DATA's flush: %s", mDiff(gotB, flushed, 0))
+		}
+	})
+}
+
+// checkBlockRule: got, a file after a crash, has the size of the last of
+// states (the file's content at its last certain point, then after each
+// later write; these writes do not change the size), and each of its
+// blocks is that block in one of the states.
+func checkBlockRule(t *testing.T, what string, got []byte, states [][]byte) {
+	t.Helper()
+	if len(got) != len(states[len(states)-1]) {
+		t.Fatalf("%s: size %d, want %d", what, len(got), len(states[len(states)-1]))
+	}
+	for off := 0; off < len(got); off += BlockSize {
+		end := min(off+BlockSize, len(got))
+		ok := false
+		for _, s := range states {
+			ok = ok || bytes.Equal(got[off:end], s[off:end])
+		}
+		if !ok {
+			t.Fatalf("%s: block %d holds %x..., none of its values since the file's last fsync", what, off/BlockSize, got[off:off+8])
+		}
+	}
+}
+
+// storeRecords counts the valid records in a store's segments, by the
+// volume they belong to.
+func storeRecords(t *testing.T, s blocks.Store) map[uint64]int {
+	t.Helper()
+	ids, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint64]int{}
+	rec := make([]byte, blocks.RecordSize)
+	for _, id := range ids {
+		sf, err := s.Open(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size, err := sf.Size()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for idx := uint32(0); blocks.RecordOffset(idx)+blocks.RecordSize <= size; idx++ {
+			if _, err := sf.ReadAt(rec, blocks.RecordOffset(idx)); err != nil {
+				t.Fatal(err)
+			}
+			if _, tag, err := blocks.DecodeRecord(rec, id, idx); err == nil { // not written (preallocated): skipped
+				out[tag.Volume]++
+			}
+		}
+	}
+	return out
+}
+
 // TestWriteCachePunchTruncateDropCached: punching, zeroing and truncating
 // ranges whose blocks are only cached make them read as zeros, before and
 // after the commit; unaligned edges keep their other bytes.
