@@ -296,7 +296,11 @@ func (f *FS) zeroRange(ino uint64, off, n, size uint64) error {
 			return err
 		}
 		clear(buf[from:to])
-		return f.storeBlocks(ino, blk, buf[:], true)
+		// Not cached: a truncate changes the size in the tree at once, and
+		// a commit of the trees (another volume's fsync) must never hold
+		// the new size with the old bytes past it, which growing the file
+		// again would expose.
+		return f.storeBlocks(ino, blk, buf[:], false)
 	}
 	if off%BlockSize != 0 {
 		blk := off / BlockSize
