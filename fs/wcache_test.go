@@ -336,6 +336,41 @@ func TestWriteCachePunchTruncateDropCached(t *testing.T) {
 	check(g, "remounted")
 }
 
+// TestTruncateTailZeroAfterOtherFsyncCrash: a truncate that shrinks a file
+// to the middle of a block zeroes that block's tail, and the new size goes
+// to the tree at once; another file's fsync commits the trees as they are.
+// After a crash, growing the file again must read zeros past the old end
+// (POSIX, and the model test). When the zeroed block was only cached, the
+// commit held the new size with the block as it was before the truncate,
+// old bytes past the new end included, and growing the file after the
+// crash made them readable (found by the model test with per-volume fsync).
+func TestTruncateTailZeroAfterOtherFsyncCrash(t *testing.T) {
+	forCrashDisks(t, func(t *testing.T, d *crashDisk) {
+		f := openCachedOn(t, d, 64<<20)
+		a, b := create(t, f, "a"), create(t, f, "b")
+		if _, err := f.WriteAt(a, block(7, 2), 0); err != nil { // extends a: in the tree at once
+			t.Fatal(err)
+		}
+		if err := f.Truncate(a, BlockSize+100); err != nil { // block 1's tail zeroed, in the cache
+			t.Fatal(err)
+		}
+		if err := f.Fsync(b); err != nil { // commits the trees: a's new size, block 1 unchanged
+			t.Fatal(err)
+		}
+		d.crash(f)
+		g := openCachedOn(t, d, 64<<20)
+		defer g.Close()
+		if err := g.Truncate(a, 2*BlockSize); err != nil {
+			t.Fatal(err)
+		}
+		want := append(block(7, 1), block(0, 1)...)
+		copy(want[BlockSize:], bytes.Repeat([]byte{7}, 100))
+		if got := readAll(t, g, a, 2*BlockSize); !bytes.Equal(got, want) {
+			t.Fatalf("after the crash and a truncate up: %s", mDiff(got, want, 0))
+		}
+	})
+}
+
 // TestWriteCacheSeekAndShare: SEEK_DATA and copy_file_range see blocks that
 // are only cached.
 func TestWriteCacheSeekAndShare(t *testing.T) {
