@@ -211,6 +211,248 @@ func mCrash(f *FS) {
 	f.lock.Close()
 }
 
+// ---- what a crash may keep of a file ----
+
+// fhist is one file's history since its last certain point, the basis of
+// what a crash may return it to (docs/write-cache.md, "Per-volume fsync").
+// A commit captures every volume's tree as it is: a file's size then, and
+// for each block the last value that reached the log, which is its value
+// at the file's last certain point (its fsync, or a commit that flushed
+// every volume: snapshot, clone, rollback, compaction, remount) or that of
+// a later write to it (a write, punch, zero range, truncate,
+// copy_file_range). Some changes reach the tree at once (floors): a write
+// that extends the file, whole blocks punched or truncated away, blocks
+// shared by copy_file_range, and a flush of the whole volume
+// (copy_file_range, SEEK_DATA, describe, df); a commit after one holds the
+// blocks it covers at least that new.
+type fhist struct {
+	states []fstate // oldest first; states[0] is the last certain point (or the create)
+	floors []floorEv
+}
+
+// fstate is the file's content from time t on (until the next state).
+type fstate struct {
+	t   int
+	d   mdata
+	mid bool // between two writes of a snapshot-while-writing
+}
+
+// floorEv: during the op at time when, blocks [from, to) reached the tree
+// with the values they have at time t (t <= when: copy_file_range flushes
+// the volumes as they were before it). A commit at or after when holds
+// them at least that new; one before it, not.
+type floorEv struct {
+	when, t  int
+	from, to int64
+}
+
+const allBlocks = int64(1) << 62
+
+// newFHist starts a history at a certain point: content d at time t.
+func newFHist(t int, d mdata, mid bool) *fhist {
+	return &fhist{states: []fstate{{t: t, d: d.clone(), mid: mid}}, floors: []floorEv{{when: t, t: t, from: 0, to: allBlocks}}}
+}
+
+// record appends the content d at time t if it differs from the last
+// state's.
+func (h *fhist) record(t int, d mdata, mid bool) {
+	last := h.states[len(h.states)-1]
+	if last.d.size == d.size && slices.Equal(last.d.blks, d.blks) {
+		return // blocks are never changed in place: equal pointers, equal content
+	}
+	h.states = append(h.states, fstate{t: t, d: d.clone(), mid: mid})
+}
+
+func (h *fhist) floor(when, t int, from, to int64) {
+	if from < to {
+		h.floors = append(h.floors, floorEv{when: when, t: t, from: from, to: to})
+	}
+}
+
+// at is the index of the state at time t, -1 if the history starts later
+// (the file was created after t).
+func (h *fhist) at(t int) int {
+	if h == nil {
+		return -1
+	}
+	i := len(h.states) - 1
+	for i >= 0 && h.states[i].t > t {
+		i--
+	}
+	return i
+}
+
+// floorOf is the time from which block b's value counts at a commit at
+// time t: the newest floor made by then that covers it. (A commit at t is
+// made after the op at t changed the files: a point is taken at the end
+// of an op, or is exact.)
+func (h *fhist) floorOf(b int64, t int) int {
+	fl := 0
+	for _, e := range h.floors {
+		if e.when <= t && e.from <= b && b < e.to {
+			fl = max(fl, e.t)
+		}
+	}
+	return fl
+}
+
+// blockOf is block b of d as a reader sees it (nil: zeros).
+func (d mdata) blockOf(b int64) *mblock {
+	if b < int64(len(d.blks)) {
+		return d.blks[b]
+	}
+	return nil
+}
+
+// sameBlock compares the first n bytes of two blocks (nil: zeros).
+func sameBlock(x, y *mblock, n int) bool {
+	if x == y {
+		return true
+	}
+	if x == nil {
+		x = &mZeroBlock
+	}
+	if y == nil {
+		y = &mZeroBlock
+	}
+	return mSame(x[:n], y[:n])
+}
+
+// sameData reports whether two contents read the same.
+func sameData(x, y mdata) bool {
+	if x.size != y.size {
+		return false
+	}
+	for b := int64(0); b*BlockSize < x.size; b++ {
+		if !sameBlock(x.blockOf(b), y.blockOf(b), int(min(BlockSize, x.size-b*BlockSize))) {
+			return false
+		}
+	}
+	return true
+}
+
+// crashKept judges got, a file's content after a crash, against a commit
+// at time t (exact: one that flushed every volume, so the file is exactly
+// as it was then). It returns why got cannot be, or "" and how it relates
+// to the history: kept is 0 when got is the file at its last certain point,
+// 1 when it is a later state of the file, 2 when it is none of the states
+// but a mix of blocks of several (a later write kept, an earlier one not).
+func (h *fhist) crashKept(got mdata, t int, exact bool) (why string, kept int) {
+	i := h.at(t)
+	if i < 0 { // created after the commit: empty there
+		if got.size != 0 {
+			return fmt.Sprintf("size %d, but the file is newer than the commit point (empty there)", got.size), 0
+		}
+		return "", 0
+	}
+	at := h.states[i]
+	if got.size != at.d.size {
+		// Every size change reaches the tree at once: the size is the one
+		// the commit captured.
+		return fmt.Sprintf("size %d, but %d at the commit point (sizes since the certain point: %v)", got.size, at.d.size, h.sizes(t)), 0
+	}
+	if exact {
+		if !sameData(got, at.d) {
+			return "not the file as of the commit point, which flushed every volume: " + mDiffData(got, at.d), 0
+		}
+	} else {
+		if why := h.blocksKept(got, i, t); why != "" {
+			return why, 0
+		}
+	}
+	if sameData(got, h.states[0].d) {
+		return "", 0
+	}
+	for k := 1; k <= i; k++ {
+		if sameData(got, h.states[k].d) {
+			return "", 1
+		}
+	}
+	return "", 2
+}
+
+// blocksKept checks the block rule: each block of got holds a value the
+// block had in the states from its floor to time t (state i).
+func (h *fhist) blocksKept(got mdata, i, t int) string {
+	for b := int64(0); b*BlockSize < got.size; b++ {
+		n := int(min(BlockSize, got.size-b*BlockSize))
+		g := got.blockOf(b)
+		fl := h.floorOf(b, t)
+		ok := false
+		for k := i; k >= 0 && !ok; k-- {
+			ok = sameBlock(g, h.states[k].d.blockOf(b), n)
+			if k > 0 && h.states[k].t <= fl {
+				break // states before k ended before the floor
+			}
+		}
+		if !ok {
+			return fmt.Sprintf("block %d holds none of its values from time %d (its floor) to the commit point at %d (%d states since the certain point at %d)",
+				b, fl, t, i+1, h.states[0].t)
+		}
+	}
+	return ""
+}
+
+// sizes lists the file's sizes from its certain point to time t.
+func (h *fhist) sizes(t int) []int64 {
+	var out []int64
+	if h == nil {
+		return out
+	}
+	for _, s := range h.states {
+		if s.t <= t {
+			out = append(out, s.d.size)
+		}
+	}
+	return out
+}
+
+// midState reports whether got is exactly a state between two writes of a
+// snapshot-while-writing, at or before time t, and not the file's newest.
+func (h *fhist) midState(got mdata, t int) bool {
+	if h == nil || sameData(got, h.states[len(h.states)-1].d) {
+		return false
+	}
+	for _, s := range h.states {
+		if s.mid && s.t <= t && sameData(got, s.d) {
+			return true
+		}
+	}
+	return false
+}
+
+// mDiffData is mDiff of two contents.
+func mDiffData(got, want mdata) string { return mDiff(got.bytes(), want.bytes(), 0) }
+
+// readContent reads a whole file into an mdata (all-zero blocks nil).
+func readContent(f *FS, ino uint64) (mdata, error) {
+	a, err := f.GetAttr(ino)
+	if err != nil {
+		return mdata{}, err
+	}
+	d := mdata{size: int64(a.Size), blks: make([]*mblock, (a.Size+BlockSize-1)/BlockSize)}
+	buf := make([]byte, 256<<10)
+	for pos := int64(0); pos < d.size; {
+		n, err := f.ReadAt(ino, buf, pos)
+		if err != nil {
+			return mdata{}, fmt.Errorf("read ino %d at %d: %w", ino, pos, err)
+		}
+		if n == 0 || (n < len(buf) && pos+int64(n) != d.size) {
+			return mdata{}, fmt.Errorf("read ino %d at %d: %d bytes, size %d", ino, pos, n, d.size)
+		}
+		for k := 0; k < n; k += BlockSize {
+			p := buf[k:min(n, k+BlockSize)]
+			if slices.ContainsFunc(p, func(c byte) bool { return c != 0 }) {
+				var b mblock
+				copy(b[:], p)
+				d.blks[(pos+int64(k))/BlockSize] = &b
+			}
+		}
+		pos += int64(n)
+	}
+	return d, nil
+}
+
 // ---- ops ----
 
 // mop is one operation of the model test. Its parameters are derived from

@@ -32,13 +32,23 @@ import (
 // changes a file a random range of it, and periodically every file and
 // every snapshot in full, with Describe and Usage checked against what the
 // model can tell. Meanwhile another goroutine reads snapshots (immutable,
-// so checkable at any moment) and files. A crash must return every file to
-// the state of a commit point (fsync, remount, and snapshot
-// create/delete/rollback/clone, which are durable on return; compaction
-// and a refused snapshot op may or may not have committed); namespace
-// changes survive it (they are in Pebble's log when they return, and the
-// simulated crash is a process kill). At the end the data dir must pass
-// Check, and compaction must have moved something.
+// so checkable at any moment) and files. A crash returns to the last
+// commit, and what a commit holds of each file follows docs/write-cache.md
+// "Per-volume fsync": an fsync of a file makes that file certain (all of
+// it, as it was then); remount, snapshot create/delete/rollback and clone
+// make every file certain (compaction and a refused snapshot op may or may
+// not have); any commit (another file's fsync included) also holds what the
+// other files had in the trees then. So after a crash each file has the
+// size it had at the last commit and each block holds its value at the
+// file's last certain point or that of a later write to it, no older than
+// what had reached the tree at once (an extending write, a punch or
+// truncate, copy_file_range's share, a flush of the volume: fhist). A file
+// no commit has touched since its certain point is exactly as it was
+// there; snapshots are exactly as taken. Namespace changes survive a crash
+// (they are in Pebble's log when they return, and the simulated crash is a
+// process kill). At the end the data dir must pass Check, compaction must
+// have moved something, and some crash must have kept a file newer than
+// its last certain point.
 //
 // Knobs (environment):
 //
@@ -49,7 +59,7 @@ import (
 //	VAFS_READER=0      no concurrent reader (then only opSnapWhileWriting
 //	                   is not deterministic)
 //	VAFS_BACKGROUND=1  the committer and the compactor run every few ms (a
-//	                   crash may then return to the state after any op
+//	                   crash may then return to a commit after any op
 //	                   since the last certain commit, or between two of
 //	                   the writes of a snapshot-while-writing)
 //	VAFS_WCACHE=0      no write-back cache (fs/wcache.go): every write
@@ -63,8 +73,9 @@ func TestSnapshotModel(t *testing.T) { runModelTest(t, 10000, nil) }
 // segments on a blocks.PowerCutStore, so what was not synced is lost:
 // unsynced segment bytes and names (all of them, or a random part kept,
 // torn), Pebble batches after its last sync, namespace changes included.
-// After every cut each file must be as of a commit point (the model's
-// states, with the namespace as of any namespace op since), and crashes
+// After every cut each file must be as of a commit point (as
+// TestSnapshotModel says, with the namespace as of any namespace op
+// since), and crashes
 // are five times as frequent. The segment files are DirectFiles (the
 // staged-chunk path of the real store) unless the seed is a multiple of 3
 // or VAFS_PC_DIRECT=0 (=1: always). Deleting the segment fdatasync or the
@@ -157,6 +168,11 @@ func runModelTest(t *testing.T, defaultOps int, powerCut *[numOps]int) {
 	if r.snapsCreated == 0 || r.rollbacks == 0 || r.clones == 0 || r.crashes == 0 {
 		t.Errorf("the run exercised too little: %s", r.summary())
 	}
+	if r.crashNewer == 0 {
+		// Per-volume fsync: a commit (another file's fsync) holds what a
+		// file had in the trees; the run must have seen a crash keep it.
+		t.Errorf("no crash kept a file newer than its last certain point: %s", r.summary())
+	}
 	if r.pc != nil && r.pc.cuts != r.crashes {
 		t.Errorf("%d crashes but %d power cuts", r.crashes, r.pc.cuts)
 	}
@@ -181,11 +197,12 @@ func runModelOps(t *testing.T, ops []mop) {
 // snapshot-while-writing, after its snapshots, commits the file as of that
 // write, neither torn nor with a later write, and a crash returns the file
 // there (a state the model once did not allow: it knew only the state the
-// last snapshot froze and the state after every write).
+// last snapshot froze and the state after every write). The commit is a
+// global one (Commit) the model knows of: the file must be exactly as of
+// that write.
 func TestSnapshotModelCommitBetweenWrites(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3} {
 		r := newModelRun(t)
-		r.background = true // the model's bookkeeping of commits at any moment
 		r.commitBeforeLastWrite = true
 		if err := r.run([]mop{{K: opSnapWhileWriting, S: seed}, {K: opCrash, S: seed}}); err != nil {
 			var fe *stepError
@@ -234,14 +251,18 @@ type modelRun struct {
 	// orphans are files unlinked while open (a handle is held): readable
 	// until released, reclaimed by the next remount or crash.
 	orphans []*mfile
-	// durable lists the states that a crash may return to, oldest first:
-	// the last certain commit point, then every point that may or may not
-	// have committed since (and, power cut, namespace changes on top of
-	// them).
+	// durable lists the commits that a crash may return to, oldest first:
+	// the last certain commit, then every point that may or may not have
+	// committed since (and, power cut, namespace changes on top of them).
+	// What each file may be at a commit is its fhist's to say.
 	durable []mpoint
-	// midWrites marks the durable states that are a file between two of
-	// the writes of a snapshot-while-writing (background mode only).
-	midWrites map[int]bool
+	// now is the model's clock: it ticks for every op, and for every state
+	// of a snapshot-while-writing's file.
+	now int
+	// hists: each file's history since its last certain point, by inode
+	// (files unlinked or renamed over since the last certain commit
+	// included: a power cut may bring them back).
+	hists     map[uint64]*fhist
 	goneSnaps []uint64
 	seenIDs   map[uint64]bool
 
@@ -269,6 +290,8 @@ type modelRun struct {
 	snapsCreated, rollbacks, clones, crashes, remounts int
 	busyRefused, errChecks, fullVerifies               int
 	crashLater                                         int    // crashes that kept more than the last certain commit
+	crashNewer                                         int    // crashes that kept some file newer than its last certain point
+	crashMixed                                         int    // crashes that kept some file as none of its states (newer blocks beside older ones)
 	crashMidWrites                                     int    // crashes that returned between two writes of a snapshot-while-writing
 	crashOldNames                                      int    // power cuts that took namespace changes back
 	snapsMidWrites                                     int    // snapshots that froze a file between concurrent writes
@@ -304,13 +327,13 @@ func (l *lockedBuf) Write(p []byte) (int, error) {
 }
 
 func newModelRun(t testing.TB) *modelRun {
-	return &modelRun{t: t, files: map[string]*mfile{}, seenIDs: map[uint64]bool{}, logb: &lockedBuf{}, midWrites: map[int]bool{}}
+	return &modelRun{t: t, files: map[string]*mfile{}, seenIDs: map[uint64]bool{}, logb: &lockedBuf{}, hists: map[uint64]*fhist{}}
 }
 
 func (r *modelRun) summary() string {
 	return fmt.Sprintf("%d steps, %d snapshots created (%d amid concurrent writes), %d rollbacks (%d refused busy), %d clones, %d expected errors, "+
-		"%d remounts, %d crashes (%d kept more than the last certain commit, %d between the writes of a snapshot-while-writing, %d took namespace changes back), %d full verifies, compact %d calls (%d unsupported) %d segments %d blocks moved",
-		r.step, r.snapsCreated, r.snapsMidWrites, r.rollbacks, r.busyRefused, r.clones, r.errChecks, r.remounts, r.crashes, r.crashLater, r.crashMidWrites, r.crashOldNames,
+		"%d remounts, %d crashes (%d kept more than the last certain commit, %d kept a file newer than its certain point, %d a file as none of its states, %d between the writes of a snapshot-while-writing, %d took namespace changes back), %d full verifies, compact %d calls (%d unsupported) %d segments %d blocks moved",
+		r.step, r.snapsCreated, r.snapsMidWrites, r.rollbacks, r.busyRefused, r.clones, r.errChecks, r.remounts, r.crashes, r.crashLater, r.crashNewer, r.crashMixed, r.crashMidWrites, r.crashOldNames,
 		r.fullVerifies, r.compactCalls, r.compactUnsupported, r.compactSegs, r.moved) + "; time " + r.timeSpent()
 }
 
@@ -368,6 +391,12 @@ func (r *modelRun) run(ops []mop) (err error) {
 	}
 	if r.background && !r.commitBeforeLastWrite {
 		r.opts.CommitInterval, r.opts.CompactInterval, r.opts.DirtyExpire = 3*time.Millisecond, 10*time.Millisecond, 3*time.Millisecond
+	} else {
+		// No background commit at all: the committer ticks every
+		// min(CommitInterval, DirtyExpire), and the host's
+		// dirty_expire (30 s) would let one commit at a moment the
+		// model does not know of in a long (-race) run.
+		r.opts.DirtyExpire = time.Hour
 	}
 	if os.Getenv("VAFS_WCACHE") == "0" {
 		r.opts.WriteCache = -1
@@ -393,7 +422,7 @@ func (r *modelRun) run(ops []mop) (err error) {
 			return fmt.Errorf("commit f0: %w", err)
 		}
 	}
-	r.durable = []mpoint{r.point()}
+	r.committed()
 	if r.bg != nil {
 		r.bg.f = r.f
 		go r.bg.run(rand.New(rand.NewPCG(uint64(len(ops)), 99)))
@@ -406,13 +435,15 @@ func (r *modelRun) run(ops []mop) (err error) {
 		}
 		r.hist = append(r.hist, fmt.Sprintf("%5d %s %#x", i, o.K, o.S))
 		t0 := time.Now()
+		r.now++
 		err := r.do(o)
+		r.recordAll()
 		r.spent[o.K] += time.Since(t0)
 		if err == nil && r.bg != nil {
 			err = r.syncReader()
 		}
 		if err == nil && r.background {
-			r.maybeCommitted()
+			r.maybeCommitted(false)
 		}
 		if err != nil {
 			return &stepError{step: i, op: o, err: err, history: r.hist}
@@ -490,34 +521,81 @@ func (r *modelRun) pick(rng *rand.Rand) (string, *mfile) {
 	return n, r.files[n]
 }
 
-// contents is the model's current content of every file, by inode.
-func (r *modelRun) contents() map[uint64]mdata {
-	m := make(map[uint64]mdata, len(r.files))
-	for _, mf := range r.files {
-		m[mf.ino] = mf.d.clone()
-	}
-	return m
-}
-
-// mpoint is a state a crash may return to: every file's content by inode
-// and, when a crash is a power cut, the namespace (name -> inode) and each
-// file's snapshots, which a power cut can take back too.
+// mpoint is a commit a crash may return to: its time (each file's fhist
+// says what the file may be at it) and, when a crash is a power cut, the
+// namespace (name -> inode) and each file's snapshots, which a power cut
+// can take back too.
 type mpoint struct {
-	content map[uint64]mdata
-	names   map[string]uint64  // power cut only
-	snaps   map[uint64][]msnap // power cut only
+	t int
+	// exact: the commit flushed every volume (a snapshot op, compaction,
+	// remount...): every file is exactly as it was at t.
+	exact bool
+	names map[string]uint64  // power cut only
+	snaps map[uint64][]msnap // power cut only
 	// ns: a namespace change on top of a commit point (power cut only);
 	// other points are commit points.
 	ns bool
 }
 
-// point is the model's state now as an mpoint.
-func (r *modelRun) point() mpoint {
-	p := mpoint{content: r.contents()}
+// point is a commit now as an mpoint.
+func (r *modelRun) point(exact bool) mpoint {
+	p := mpoint{t: r.now, exact: exact}
 	if r.pc != nil {
 		p.names, p.snaps = r.namespace()
 	}
 	return p
+}
+
+// recordAll adds every file's content now to its history (if changed).
+func (r *modelRun) recordAll() {
+	for _, mf := range r.files {
+		if h := r.hists[mf.ino]; h != nil {
+			h.record(r.now, mf.d, false)
+		} else {
+			r.hists[mf.ino] = newFHist(r.now, mf.d, false)
+		}
+	}
+}
+
+// created starts a new file's history: empty since now.
+func (r *modelRun) created(ino uint64) { r.hists[ino] = newFHist(r.now, mdata{}, false) }
+
+// floor: blocks [from, to) of ino reached the tree now, with their values
+// at time t (fhist).
+func (r *modelRun) floor(ino uint64, t int, from, to int64) {
+	if h := r.hists[ino]; h != nil {
+		h.floor(r.now, t, from, to)
+	}
+}
+
+// flushed: the volume's cache is written to the tree now (SEEK_DATA);
+// flushedAll: every volume's (describe, df).
+func (r *modelRun) flushed(ino uint64) {
+	r.recordAll()
+	if r.background {
+		// A background commit may land between the op's change and the
+		// flush: a commit point there, and the flush a moment later.
+		r.maybeCommitted(false)
+		r.now++
+	}
+	r.floor(ino, r.now, 0, allBlocks)
+}
+
+func (r *modelRun) flushedAll() {
+	for _, mf := range r.files {
+		r.flushed(mf.ino)
+	}
+}
+
+// certain makes ino's content now its certain point.
+func (r *modelRun) certain(ino uint64, d mdata) {
+	mid := false
+	if h := r.hists[ino]; h != nil {
+		if last := h.states[len(h.states)-1]; sameData(last.d, d) {
+			mid = last.mid
+		}
+	}
+	r.hists[ino] = newFHist(r.now, d, mid)
 }
 
 func (r *modelRun) namespace() (map[string]uint64, map[uint64][]msnap) {
@@ -529,13 +607,38 @@ func (r *modelRun) namespace() (map[string]uint64, map[uint64][]msnap) {
 	return names, snaps
 }
 
-// committed: a certain commit point. maybeCommitted: an op that may or may
-// not have committed (a crash may return to either side of it).
+// committed: a certain commit that flushed every volume (remount,
+// snapshot create/delete/rollback, clone): every file is certain as it is
+// now. fsynced: ino's fsync, a certain commit that makes that file
+// certain and holds the others as their trees have them. maybeCommitted:
+// an op that may or may not have committed (a crash may return to either
+// side of it); exact if a commit it made flushed every volume
+// (compaction, a refused snapshot op), else (the background commit) it
+// holds each file as the trees had it.
 func (r *modelRun) committed() {
-	r.durable = []mpoint{r.point()}
-	clear(r.midWrites)
+	hists := make(map[uint64]*fhist, len(r.files))
+	for _, mf := range r.files {
+		r.certain(mf.ino, mf.d)
+		hists[mf.ino] = r.hists[mf.ino]
+	}
+	r.hists = hists // the namespace is certain too: no other file can come back
+	r.durable = []mpoint{r.point(true)}
 }
-func (r *modelRun) maybeCommitted() { r.durable = append(r.durable, r.point()) }
+
+func (r *modelRun) fsynced(ino uint64) {
+	r.recordAll()
+	for _, mf := range r.files {
+		if mf.ino == ino {
+			r.certain(ino, mf.d)
+		}
+	}
+	r.durable = []mpoint{r.point(false)}
+}
+
+func (r *modelRun) maybeCommitted(exact bool) {
+	r.recordAll()
+	r.durable = append(r.durable, r.point(exact))
+}
 
 // nsChanged: a namespace op (create, unlink, rename, the release of a
 // file unlinked while open) wrote its Pebble batch without a sync. Under
@@ -555,7 +658,7 @@ func (r *modelRun) nsChanged() {
 	names, snaps := r.namespace()
 	for _, p := range r.durable {
 		if !p.ns {
-			r.durable = append(r.durable, mpoint{content: p.content, names: names, snaps: snaps, ns: true})
+			r.durable = append(r.durable, mpoint{t: p.t, exact: p.exact, names: names, snaps: snaps, ns: true})
 		}
 	}
 }
@@ -588,6 +691,7 @@ func (r *modelRun) do(o mop) error {
 			return fmt.Errorf("create %s: %w", name, err)
 		}
 		r.files[name] = &mfile{ino: a.Ino}
+		r.created(a.Ino)
 		r.nsChanged()
 		return r.readCheck(name, rng)
 
@@ -713,19 +817,31 @@ func (r *modelRun) do(o mop) error {
 		if err != nil || k != uint64(want) {
 			return fmt.Errorf("copy range %s [%d, +%d) -> %s at %d: %d, %v; want %d", sname, soff, n, dname, doff, k, err, want)
 		}
+		// The copy flushed both volumes first (their states before the
+		// op, time now-1, are in the trees); the blocks it shares and
+		// those wholly past dst's old end (written by writes that extend
+		// it) reach dst's tree at once.
+		r.floor(src.ino, r.now-1, 0, allBlocks)
+		r.floor(dst.ino, r.now-1, 0, allBlocks)
 		if want > 0 {
+			oldEnd := (dst.d.size + BlockSize - 1) / BlockSize
 			p := make([]byte, want)
 			src.d.read(p, soff)
 			dst.d.write(doff, p)
+			r.floor(dst.ino, r.now, max(doff/BlockSize, oldEnd), (doff+want+BlockSize-1)/BlockSize)
+			if soff%BlockSize == doff%BlockSize && want >= 2*BlockSize { // as CopyRange: the aligned middle is shared
+				head := (BlockSize - soff%BlockSize) % BlockSize
+				r.floor(dst.ino, r.now, (doff+head)/BlockSize, (doff+head)/BlockSize+(want-head)/BlockSize)
+			}
 		}
 		if r.background {
 			// A copy is several locked steps: a background commit may
 			// land between them. Only the end is a state a crash may
-			// return to.
+			// return to (for dst, the only file it changes).
 			if err := f.Fsync(dst.ino); err != nil {
 				return fmt.Errorf("fsync: %w", err)
 			}
-			r.committed()
+			r.fsynced(dst.ino)
 		}
 		return r.readCheck(dname, rng)
 
@@ -767,6 +883,9 @@ func (r *modelRun) do(o mop) error {
 		if k, err := f.WriteAt(mf.ino, p, off); err != nil || k != len(p) {
 			return fmt.Errorf("write %s [%d, +%d): %d, %v", name, off, n, k, err)
 		}
+		if off+n > mf.d.size { // extends the file: not cached, in the tree at once with the size
+			r.floor(mf.ino, r.now, off/BlockSize, (off+n+BlockSize-1)/BlockSize)
+		}
 		mf.d.write(off, p)
 		return r.readCheck(name, rng)
 
@@ -798,6 +917,7 @@ func (r *modelRun) do(o mop) error {
 			mf.d.resize(off + n)
 		}
 		mf.d.zero(off, n)
+		r.floor(mf.ino, r.now, (off+BlockSize-1)/BlockSize, (off+n)/BlockSize) // whole blocks: punched in the tree
 		return r.readCheck(name, rng)
 
 	case opTruncate:
@@ -819,6 +939,9 @@ func (r *modelRun) do(o mop) error {
 			r.note("%s to %d (from %d)", name, size, mf.d.size)
 			if err := f.Truncate(mf.ino, uint64(size)); err != nil {
 				return fmt.Errorf("truncate %s to %d: %w", name, size, err)
+			}
+			if size < mf.d.size { // the whole blocks past it are punched in the tree
+				r.floor(mf.ino, r.now, (size+BlockSize-1)/BlockSize, allBlocks)
 			}
 			mf.d.resize(size)
 		default: // fallocate without punch: extends unless KEEP_SIZE, never changes data
@@ -846,7 +969,7 @@ func (r *modelRun) do(o mop) error {
 		r.note("%s@%s", name, sn)
 		if mf.snapIndex(sn) >= 0 {
 			_, err := f.SnapshotCreate(mf.ino, sn)
-			r.maybeCommitted()
+			r.maybeCommitted(true)
 			return r.expect(err, ErrExists, "snapshot create of an existing name")
 		}
 		if len(mf.snaps) >= mMaxSnaps { // make room: delete the oldest first
@@ -891,7 +1014,7 @@ func (r *modelRun) do(o mop) error {
 			if mf.snapIndex(sn) < 0 {
 				r.note("missing %s@%s", name, sn)
 				err := f.SnapshotDelete(mf.ino, sn)
-				r.maybeCommitted()
+				r.maybeCommitted(true)
 				return r.expect(err, ErrNotFound, "snapshot delete of a missing name")
 			}
 		}
@@ -921,7 +1044,7 @@ func (r *modelRun) do(o mop) error {
 			if mf.snapIndex(sn) < 0 {
 				r.note("missing %s@%s", name, sn)
 				err := f.SnapshotRollback(mf.ino, sn, rng.IntN(2) == 0)
-				r.maybeCommitted()
+				r.maybeCommitted(true)
 				if err := r.expect(err, ErrNotFound, "rollback to a missing snapshot"); err != nil {
 					return err
 				}
@@ -939,7 +1062,7 @@ func (r *modelRun) do(o mop) error {
 				return fmt.Errorf("open %s: %w", name, err)
 			}
 			err := f.SnapshotRollback(mf.ino, s.name, false)
-			r.maybeCommitted()
+			r.maybeCommitted(true)
 			if err := r.expect(err, ErrBusy, "rollback of a file open for writing"); err != nil {
 				return err
 			}
@@ -995,7 +1118,7 @@ func (r *modelRun) do(o mop) error {
 		}
 		if r.files[dst] != nil {
 			_, err := clone()
-			r.maybeCommitted()
+			r.maybeCommitted(true)
 			if err := r.expect(err, ErrExists, "clone onto an existing name"); err != nil {
 				return err
 			}
@@ -1045,7 +1168,7 @@ func (r *modelRun) do(o mop) error {
 		r.note("%+v", st)
 		r.compactSegs += st.Segments
 		r.moved += st.Moved
-		r.maybeCommitted()
+		r.maybeCommitted(true)
 		// Whatever moved must still read the same, in files and snapshots.
 		name, mf := r.pick(rng)
 		if err := r.fileCheck(name, mf); err != nil {
@@ -1057,11 +1180,12 @@ func (r *modelRun) do(o mop) error {
 		return nil
 
 	case opFsync:
-		_, mf := r.pick(rng)
+		name, mf := r.pick(rng)
+		r.note("%s", name)
 		if err := f.Fsync(mf.ino); err != nil {
 			return fmt.Errorf("fsync: %w", err)
 		}
-		r.committed()
+		r.fsynced(mf.ino) // that file is certain; the others are as their trees are
 		return nil
 
 	case opRemount:
@@ -1128,7 +1252,7 @@ func (r *modelRun) do(o mop) error {
 		if err := r.reclaimed(); err != nil {
 			return err
 		}
-		return r.verifyAll(false, false) // afterCrash read every file
+		return r.verifyAll(false, true) // afterCrash read every file; this checks SEEK_DATA over them
 
 	case opVerify:
 		return r.verifyAll(true, true)
@@ -1166,6 +1290,7 @@ func (r *modelRun) snapWhileWriting(o mop, rng *rand.Rand) error {
 
 	var mu sync.Mutex
 	states := []mdata{mf.d.clone()} // states[i]: after i writes
+	var grew [][2]int64             // grew[i]: the blocks write i put in the tree at once (it extended the file), or none
 	werr := make(chan error, 1)
 	snapsDone := make(chan struct{})
 	go func() {
@@ -1192,9 +1317,14 @@ func (r *modelRun) snapWhileWriting(o mop, rng *rand.Rand) error {
 				werr <- fmt.Errorf("concurrent write %d [%d, +%d): %d, %v", i, off, n, k, err)
 				return
 			}
+			var g [2]int64
+			if off+n > d.size {
+				g = [2]int64{off / BlockSize, (off + n + BlockSize - 1) / BlockSize}
+			}
 			d.write(off, p)
 			mu.Lock()
 			states = append(states, d.clone())
+			grew = append(grew, g)
 			mu.Unlock()
 		}
 		werr <- nil
@@ -1260,21 +1390,28 @@ func (r *modelRun) snapWhileWriting(o mop, rng *rand.Rand) error {
 		mf.d = states[last].clone()
 		r.committed()
 	}
-	if r.background {
-		// The writes go on after the last snapshot's commit (and, without
-		// a snapshot, from the start): a background commit may land
-		// between any two of them, so the file may be committed after any
-		// of them, not only after the last.
-		for j := max(last, 0) + 1; j < len(states)-1; j++ {
-			mf.d = states[j]
-			r.maybeCommitted()
-			r.midWrites[len(r.durable)-1] = true
+	// The writes go on after the last snapshot's commit (and, without a
+	// snapshot, from the start): each state between two of them is the
+	// file's for a while, and a commit then (another file's fsync later
+	// holds what reached the tree; in the background, one may land between
+	// any two writes) may hold it or some of its blocks. A write that
+	// extends the file reaches the tree at once.
+	for j := max(last, 0) + 1; j < len(states); j++ {
+		r.now++
+		mf.d = states[j]
+		if g := grew[j-1]; g[0] < g[1] {
+			r.floor(mf.ino, r.now, g[0], g[1])
+		}
+		mid := j < len(states)-1
+		r.hists[mf.ino].record(r.now, mf.d, mid)
+		switch {
+		case r.commitBeforeLastWrite && j == len(states)-2:
+			r.committed() // the writer's Commit, after this write and before the last
+		case r.background && mid:
+			r.maybeCommitted(false)
 		}
 	}
 	mf.d = states[len(states)-1].clone() // the file's model changes in place; the snapshots' must not
-	if r.background {
-		r.maybeCommitted()
-	}
 	if err := r.listCheck(name, mf); err != nil {
 		return err
 	}
@@ -1333,6 +1470,7 @@ func (r *modelRun) reclaimed() error {
 // (unshared) that nothing is unique to the file, right after a snapshot,
 // clone or rollback shared all of it.
 func (r *modelRun) describeCheck(name string, mf *mfile, unshared bool) error {
+	r.flushedAll() // Describe flushes every volume's cache to the trees
 	d, err := r.f.Describe(mf.ino)
 	if err != nil {
 		return fmt.Errorf("describe %s: %w", name, err)
@@ -1360,6 +1498,7 @@ func (r *modelRun) describeCheck(name string, mf *mfile, unshared bool) error {
 
 // usageCheck compares Usage with the model's counts and sums.
 func (r *modelRun) usageCheck() error {
+	r.flushedAll() // as Describe
 	u, err := r.f.Usage()
 	if err != nil {
 		return fmt.Errorf("usage: %w", err)
@@ -1401,12 +1540,13 @@ func (r *modelRun) dropSnap(mf *mfile, i int) {
 	mf.snaps = slices.Delete(mf.snaps, i, i+1)
 }
 
-// afterCrash finds the newest state a crash may have returned to that the
-// files agree with, and makes it the model. After a process kill the
-// namespace is as before the crash (namespace changes are in Pebble's log
-// when they return); after a power cut it is the state's too: the names
-// (root must list exactly them), each file's snapshots, and the files
-// unlinked while open whose unlink the cut lost are files again.
+// afterCrash finds the newest commit a crash may have returned to that the
+// files agree with (each as its fhist allows), and makes what the files
+// hold the model. After a process kill the namespace is as before the
+// crash (namespace changes are in Pebble's log when they return); after a
+// power cut it is the commit point's too: the names (root must list
+// exactly them), each file's snapshots, and the files unlinked while open
+// whose unlink the cut lost are files again.
 func (r *modelRun) afterCrash() error {
 	var root map[string]uint64 // what root lists (power cut)
 	if r.pc != nil {
@@ -1434,6 +1574,18 @@ func (r *modelRun) afterCrash() error {
 		sizes[ino] = a.Size
 		return a.Size, nil
 	}
+	got := map[uint64]mdata{} // what each file holds, read once
+	content := func(ino uint64) (mdata, error) {
+		if d, ok := got[ino]; ok {
+			return d, nil
+		}
+		d, err := readContent(r.f, ino)
+		if err != nil {
+			return mdata{}, fmt.Errorf("after the crash: %w", err)
+		}
+		got[ino] = d
+		return d, nil
+	}
 	var why []string
 	for i := len(r.durable) - 1; i >= 0; i-- {
 		p := r.durable[i]
@@ -1446,7 +1598,7 @@ func (r *modelRun) afterCrash() error {
 			bad = fmt.Sprintf("root lists %v, the state has %v", root, names)
 		}
 		sorted := slices.Sorted(maps.Keys(names))
-		for _, name := range sorted {
+		for _, name := range sorted { // sizes first: cheap, and most points differ in them
 			if bad != "" {
 				break
 			}
@@ -1455,32 +1607,38 @@ func (r *modelRun) afterCrash() error {
 			if err != nil {
 				return err
 			}
-			if want := p.content[ino]; sz != uint64(want.size) {
-				bad = fmt.Sprintf("%s (ino %d): size %d, model %d", name, ino, sz, want.size)
+			h := r.hists[ino]
+			want := int64(0) // absent: created after the commit, empty
+			if k := h.at(p.t); k >= 0 {
+				want = h.states[k].d.size
+			}
+			if sz != uint64(want) {
+				bad = fmt.Sprintf("%s (ino %d): size %d, model %d at the commit point (sizes since the certain point: %v)", name, ino, sz, want, h.sizes(p.t))
 			}
 		}
+		kept := 0
 		for _, name := range sorted {
 			if bad != "" {
 				break
 			}
 			ino := names[name]
-			want := p.content[ino] // absent: created after the commit, empty
-			if err := r.sparseCheck(name, want,
-				func(off uint64, whence int) (uint64, error) { return r.f.Lseek(ino, off, whence) },
-				func(b []byte, off int64) (int, error) { return r.f.ReadAt(ino, b, off) }); err != nil {
-				if !errors.Is(err, errMismatch) {
-					return fmt.Errorf("after the crash: %w", err)
-				}
-				bad = err.Error()
+			d, err := content(ino)
+			if err != nil {
+				return err
+			}
+			w, k := r.hists[ino].crashKept(d, p.t, p.exact)
+			if w != "" {
+				bad = fmt.Sprintf("%s (ino %d): %s", name, ino, w)
 				break
 			}
+			kept = max(kept, k)
 			if p.snaps != nil {
-				got, err := r.f.Snapshots(ino)
+				list, err := r.f.Snapshots(ino)
 				if err != nil {
 					return fmt.Errorf("after the crash: snapshots of %s: %w", name, err)
 				}
 				var g, w []string
-				for _, s := range got {
+				for _, s := range list {
 					g = append(g, fmt.Sprintf("%s/%d", s.Name, s.ID))
 				}
 				for _, s := range p.snaps[ino] {
@@ -1492,13 +1650,24 @@ func (r *modelRun) afterCrash() error {
 			}
 		}
 		if bad == "" {
-			r.note("(state %d of %d)", i+1, len(r.durable))
+			r.note("(commit %d of %d)", i+1, len(r.durable))
 			if i > 0 {
 				r.crashLater++
 			}
-			if r.midWrites[i] {
-				r.note("(between two writes of a snapshot-while-writing)")
-				r.crashMidWrites++
+			if kept > 0 {
+				r.note("(a file newer than its certain point)")
+				r.crashNewer++
+			}
+			if kept > 1 {
+				r.note("(a file as none of its states)")
+				r.crashMixed++
+			}
+			for _, name := range sorted {
+				if r.hists[names[name]].midState(got[names[name]], p.t) {
+					r.note("(between two writes of a snapshot-while-writing)")
+					r.crashMidWrites++
+					break
+				}
 			}
 			if p.names != nil && !maps.Equal(p.names, cur) {
 				r.note("(namespace taken back)")
@@ -1508,16 +1677,16 @@ func (r *modelRun) afterCrash() error {
 				r.restoreNamespace(p)
 			}
 			for _, mf := range r.files {
-				mf.d = p.content[mf.ino].clone()
+				mf.d = got[mf.ino]
 			}
 			r.committed()
 			return nil
 		}
 		if len(why) < 8 {
-			why = append(why, fmt.Sprintf("commit point %d: %s", i+1, bad))
+			why = append(why, fmt.Sprintf("commit point %d (time %d, exact %v): %s", i+1, p.t, p.exact, bad))
 		}
 	}
-	return fmt.Errorf("after the crash no file set matches any of the %d states it may return to (newest first):\n  %s",
+	return fmt.Errorf("after the crash no file set matches any of the %d commits it may return to (newest first):\n  %s",
 		len(r.durable), strings.Join(why, "\n  "))
 }
 
@@ -1607,8 +1776,12 @@ func (r *modelRun) rangeCheck(what string, d mdata, off, n int64, read func([]by
 
 var errMismatch = errors.New("differs from the model")
 
-// fileCheck reads a whole file (and a block past its end).
+// fileCheck reads a whole file (and a block past its end). Its SEEK_DATA
+// flushes the volume's cache to the tree.
 func (r *modelRun) fileCheck(name string, mf *mfile) error {
+	if mf.d.size > 0 {
+		r.flushed(mf.ino)
+	}
 	return r.sparseCheck(name, mf.d,
 		func(off uint64, whence int) (uint64, error) { return r.f.Lseek(mf.ino, off, whence) },
 		func(p []byte, off int64) (int, error) { return r.f.ReadAt(mf.ino, p, off) })
