@@ -408,9 +408,9 @@ func (f *FS) backgroundCommit() error {
 // anything: an error from fn aborts the commit, but tree changes it made
 // stay in memory.
 //
-// Every commit holds every write made before it began, whatever the
-// volume, cached ones included (fs/wcache.go): after a crash the data dir
-// is as of the last commit, never a mix of older and newer writes.
+// Every commitWith holds every write made before it began, whatever the
+// volume, cached ones included (fs/wcache.go). fsync and the background
+// commit use commitMeta instead, which holds what the trees hold.
 func (f *FS) commitWith(fn func(b *meta.Batch) error) error {
 	f.commitMu.Lock()
 	defer f.commitMu.Unlock()

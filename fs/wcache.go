@@ -25,17 +25,17 @@ import (
 // What is cached is only the data of whole blocks; a volume's size and
 // times change at once, as before. Written blocks reach the log and the
 // tree ("flush") when:
-//   - anything commits: fsync, snapshot create/delete/rollback, clone,
-//     compaction, unmount, and the background commit once the oldest
-//     cached write is DirtyExpire old (the host's vm.dirty_expire_centisecs,
-//     30 s, as for a plain file's dirty pages; commitDue). A commit holds
-//     every write made before it, whatever the volume (as ext4's
-//     data=ordered), and a crash returns to the last commit as before: a
-//     SIGKILL of the mount loses at most the last ~30 s of what was not
-//     fsynced, never a mix. fsync and the background commit freeze what is
-//     cached as their generation and flush it while writes go on into a
-//     new one, until anything else changes a tree (fold); see commitWith
-//     and docs/write-cache.md;
+//   - the volume is fsynced (only that volume: commitVolume), and the
+//     background commit once the oldest cached write is DirtyExpire old
+//     (the host's vm.dirty_expire_centisecs, 30 s, as for a plain file's
+//     dirty pages; commitDue, backgroundCommit); a crash keeps, per volume,
+//     what its last fsync covered and, block by block, any later write
+//     that reached the log (docs/write-cache.md, "Per-volume fsync");
+//   - a global commit: snapshot create/delete/rollback, clone, compaction,
+//     unmount. It holds every write made before it, whatever the volume;
+//     Commit freezes what is cached as its generation and flushes it while
+//     writes go on into a new one, until anything else changes a tree
+//     (fold); see commitWith;
 //   - the tree must hold everything written: copy_file_range, SEEK_DATA
 //     and SEEK_HOLE (the volume), describe and df (all);
 //   - the cache holds more than half its size (then the largest volumes
