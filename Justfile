@@ -112,7 +112,7 @@ tidy-check:
         exit 1
     fi
 
-# Benchmark vafs against a plain file, a qemu-storage-daemon qcow2 FUSE export and a go-fuse loopback (fio), plus clone time, reads against snapshot depth and metadata size; writes docs/bench.md. -quick for a smoke run, -sections fio,clone,depth,meta for a subset.
+# Benchmark vafs against a plain file, a qemu-storage-daemon qcow2 FUSE export and a go-fuse loopback (fio), plus clone time, reads against snapshot depth and metadata size; writes docs/bench.md. -quick for a smoke run, -sections fio,clone,depth,meta,isolation for a subset (-rows for part of the fio table).
 bench *ARGS: build
     go run ./integration/bench -vafs "{{ vafs }}" {{ ARGS }}
 
