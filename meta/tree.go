@@ -76,7 +76,8 @@ type Trees struct {
 	// CacheNodes bounds the clean nodes kept after a flush.
 	CacheNodes int
 
-	cachedOnly bool // load fails with *missError instead of reading Pebble (lookupRetry; under mu)
+	cachedOnly bool             // load fails with *missError instead of reading Pebble (lookupRetry; under mu)
+	fetched    map[uint64]*node // nodes lookupRetry read for its walk but may not cache (freed ones; under mu)
 }
 
 // OpenTrees loads the segment reference counts and prepares the tree cache.
@@ -118,6 +119,9 @@ func (t *Trees) resetDirty() {
 
 func (t *Trees) load(id uint64) (*node, error) {
 	if n := t.nodes[id]; n != nil {
+		return n, nil
+	}
+	if n := t.fetched[id]; n != nil {
 		return n, nil
 	}
 	if t.cachedOnly {
@@ -597,6 +601,15 @@ func (t *Trees) lookupRetry(head func() (*Head, error), first, n uint64) ([]Mapp
 		t.mu.Lock()
 		if t.nodes[miss.id] == nil && !t.freed[miss.id] {
 			t.nodes[miss.id] = nd
+		} else if t.nodes[miss.id] == nil {
+			// Freed, but a frozen head copy (a snapshot being read as it
+			// is deleted) still reaches it: use it for this walk only, or
+			// the walk would miss it forever.
+			if t.fetched == nil {
+				t.fetched = map[uint64]*node{}
+			}
+			t.fetched[miss.id] = nd
+			defer func(id uint64) { t.mu.Lock(); delete(t.fetched, id); t.mu.Unlock() }(miss.id)
 		}
 		t.mu.Unlock()
 	}
