@@ -323,10 +323,14 @@ func (l *Log) AppendBlocks(vol, first uint64, n0 int, block func(i int) []byte) 
 	}
 	n := uint32(n0)
 	var exts []Extent
-	if err := l.rewriteFailed(); err != nil {
-		return nil, err
-	}
 	l.mu.Lock()
+	if l.flushErr != nil {
+		l.mu.Unlock()
+		if err := l.rewriteFailed(); err != nil {
+			return nil, err
+		}
+		l.mu.Lock()
+	}
 	if err := l.appendable(); err != nil {
 		l.mu.Unlock()
 		return nil, err
@@ -440,14 +444,7 @@ func (l *Log) rewriteFailed() error {
 		l.mu.Unlock()
 		return nil
 	}
-	var failed []*chunk
-	for _, s := range l.segs {
-		for _, ch := range s.chunks {
-			if ch.failed != nil {
-				failed = append(failed, ch)
-			}
-		}
-	}
+	failed := l.failedChunks()
 	l.mu.Unlock()
 	for _, ch := range failed {
 		if err := l.writeChunk(ch, ch.n); err != nil {
@@ -464,16 +461,26 @@ func (l *Log) rewriteFailed() error {
 	return nil
 }
 
+// failedChunks lists the chunks whose background write failed. Caller
+// holds l.mu.
+func (l *Log) failedChunks() []*chunk {
+	var failed []*chunk
+	for _, s := range l.segs {
+		for _, ch := range s.chunks {
+			if ch.failed != nil {
+				failed = append(failed, ch)
+			}
+		}
+	}
+	return failed
+}
+
 // recomputeFlushErr sets flushErr to a failed chunk's error, or nil.
 // Caller holds l.mu.
 func (l *Log) recomputeFlushErr() {
 	l.flushErr = nil
-	for _, s := range l.segs {
-		for _, c := range s.chunks {
-			if c.failed != nil {
-				l.flushErr = c.failed
-			}
-		}
+	if failed := l.failedChunks(); len(failed) > 0 {
+		l.flushErr = failed[len(failed)-1].failed
 	}
 }
 
