@@ -49,6 +49,9 @@ type Options struct {
 	// 0: DefaultWriteCache; negative: no cache, every write goes to the
 	// log at once).
 	WriteCache int64
+	// NoFsyncJournal turns the fsync journal off (fs/journal.go): every
+	// fsync then writes the volume's cached blocks to the log and commits.
+	NoFsyncJournal bool
 }
 
 // FS is one mounted data dir.
@@ -71,6 +74,13 @@ type FS struct {
 
 	vmu  sync.Mutex
 	vols map[uint64]*volume
+
+	// The fsync journal (fs/journal.go): jmu is held shared by a record on
+	// its way to Pebble, exclusively by a commit that changes the trees
+	// (rollback...); jvols lists the volumes that ever wrote a record.
+	jmu   sync.RWMutex
+	jvmu  sync.Mutex
+	jvols map[uint64]*volume
 
 	stop   chan struct{}
 	done   chan struct{}
@@ -118,7 +128,7 @@ func Open(opts Options) (*FS, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &FS{opts: opts, lock: lock, lg: opts.Logger, vols: map[uint64]*volume{},
+	f := &FS{opts: opts, lock: lock, lg: opts.Logger, vols: map[uint64]*volume{}, jvols: map[uint64]*volume{},
 		stop: make(chan struct{}), done: make(chan struct{}), wbDone: make(chan struct{}),
 		wc: newWCache(opts.WriteCache)}
 	if err := f.open(); err != nil {
@@ -195,6 +205,9 @@ func (f *FS) recover() error {
 		} else if err != nil {
 			return err
 		}
+	}
+	if err := f.replayJournal(); err != nil {
+		return fmt.Errorf("fs: fsync journal: %w", err)
 	}
 	if err := f.Commit(); err != nil {
 		return err
@@ -338,10 +351,15 @@ func (f *FS) Commit() error { return f.commitWith(nil) }
 // fsync writes out its own cached data, never a neighbour's
 // (docs/write-cache.md, "Per-volume fsync").
 func (f *FS) commitVolume(ino uint64) error {
-	if err := f.flushVolume(ino); err != nil {
-		return err
+	failed := f.vol(ino).c.jrestart()
+	err := f.flushVolume(ino)
+	if err == nil {
+		err = f.commitMeta()
 	}
-	return f.commitMeta()
+	if err != nil {
+		failed()
+	}
+	return err
 }
 
 // commitMeta commits the trees as they are, flushing no cache: what is in
@@ -370,9 +388,10 @@ func (f *FS) commitMeta() error {
 	f.state.Lock()
 	b := f.db.NewBatch()
 	f.db.SetNextSeq(f.log.NextSeq())
+	drops := f.journalDrops(b)
 	fl := f.trees.Flush(b)
 	f.state.Unlock()
-	if err := f.land(b, fl); err != nil {
+	if err := f.land(b, fl, drops); err != nil {
 		return err
 	}
 	f.groupMu.Lock()
@@ -442,11 +461,23 @@ func (f *FS) commitWith(fn func(b *meta.Batch) error) error {
 			}
 		}
 	}
+	if fn != nil {
+		// fn may change a volume's content (rollback): no fsync journal
+		// record may be on its way then (fs/journal.go). Once captured,
+		// the change keeps the volume unsettled until it lands.
+		f.jmu.Lock()
+	}
+	unlock := func() {
+		f.state.Unlock()
+		if fn != nil {
+			f.jmu.Unlock()
+		}
+	}
 	f.state.Lock()
 	all = all || f.wc.committing.Load()
 	if err := f.flushLocked(all); err != nil {
 		f.endWindowLocked(err)
-		f.state.Unlock()
+		unlock()
 		return err
 	}
 	if all {
@@ -456,24 +487,26 @@ func (f *FS) commitWith(fn func(b *meta.Batch) error) error {
 	b := f.db.NewBatch()
 	if fn != nil {
 		if err := fn(b); err != nil {
-			f.state.Unlock()
+			unlock()
 			b.Close()
 			return err
 		}
 	}
 	f.db.SetNextSeq(f.log.NextSeq())
+	drops := f.journalDrops(b)
 	fl := f.trees.Flush(b)
-	f.state.Unlock()
-	return f.land(b, fl)
+	unlock()
+	return f.land(b, fl, drops)
 }
 
 // land makes a captured commit durable: the blocks its trees reach are
 // synced, then its batch is committed with a sync; then segments it found
 // dead are removed. Caller holds commitMu.
-func (f *FS) land(b *meta.Batch, fl *meta.Flushed) error {
+func (f *FS) land(b *meta.Batch, fl *meta.Flushed, drops []jdrop) error {
 	if err := f.log.Sync(); err != nil {
 		b.Close()
 		f.trees.Unflush(fl)
+		journalUndrop(drops)
 		if errors.Is(err, blocks.ErrSyncFailed) && f.syncFailLogged.CompareAndSwap(false, true) {
 			f.lg.Printf("SYNC FAILED, no more commits (every fsync returns EIO; what was fsynced before is safe): %v", err)
 		}
@@ -481,8 +514,10 @@ func (f *FS) land(b *meta.Batch, fl *meta.Flushed) error {
 	}
 	if err := b.Commit(true); err != nil {
 		f.trees.Unflush(fl)
+		journalUndrop(drops)
 		return f.ioErr("commit: metadata", err)
 	}
+	f.trees.Landed(fl)
 	if len(fl.Dead) > 0 {
 		// Re-check under the state lock: a dead segment may have been
 		// referenced again (it was still open) since the flush.
@@ -581,6 +616,8 @@ func (f *FS) vol(ino uint64) *volume {
 	v := f.vols[ino]
 	if v == nil {
 		v = &volume{}
+		// Nothing of it is cached yet: the journal may track it from here.
+		v.c.j.track = true
 		f.vols[ino] = v
 	}
 	return v

@@ -57,8 +57,11 @@ func (m *ioModel) size(t *testing.T, f *FS, ino uint64, n int) {
 
 func openIOErr(t *testing.T, d *pcDisk) (*FS, Options) {
 	t.Helper()
+	// These tests inject faults into the segment path: an fsync must
+	// write and sync the volume's blocks there, not in a journal record
+	// (TestFsyncJournalSyncFailure covers that one).
 	opts := d.options(Options{Logger: log.New(io.Discard, "", 0), SegmentBlocks: 64, WriteCache: 64 << 20,
-		CommitInterval: 1 << 40, CompactInterval: -1})
+		CommitInterval: 1 << 40, CompactInterval: -1, NoFsyncJournal: true})
 	f, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -228,6 +228,11 @@ func mCrash(f *FS) {
 type fhist struct {
 	states []fstate // oldest first; states[0] is the last certain point (or the create)
 	floors []floorEv
+	// certain: states[0] is a certain point (not a create): at a commit
+	// point older than it the file is as there (an fsync that wrote a
+	// journal record made the file certain without committing the others,
+	// so a crash may return to an older point for them, fs/journal.go).
+	certain bool
 }
 
 // fstate is the file's content from time t on (until the next state).
@@ -270,7 +275,7 @@ func (h *fhist) floor(when, t int, from, to int64) {
 }
 
 // at is the index of the state at time t, -1 if the history starts later
-// (the file was created after t).
+// (the file was created after t); 0 for a time before a certain point.
 func (h *fhist) at(t int) int {
 	if h == nil {
 		return -1
@@ -278,6 +283,9 @@ func (h *fhist) at(t int) int {
 	i := len(h.states) - 1
 	for i >= 0 && h.states[i].t > t {
 		i--
+	}
+	if i < 0 && h.certain {
+		return 0
 	}
 	return i
 }

@@ -37,7 +37,8 @@ import (
 // "Per-volume fsync": an fsync of a file makes that file certain (all of
 // it, as it was then); remount, snapshot create/delete/rollback and clone
 // make every file certain (compaction and a refused snapshot op may or may
-// not have); any commit (another file's fsync included) also holds what the
+// not have); any commit (another file's fsync included, unless it wrote
+// an fsync journal record instead of committing) also holds what the
 // other files had in the trees then. So after a crash each file has the
 // size it had at the last commit and each block holds its value at the
 // file's last certain point or that of a later write to it, no older than
@@ -596,6 +597,7 @@ func (r *modelRun) certain(ino uint64, d mdata) {
 		}
 	}
 	r.hists[ino] = newFHist(r.now, d, mid)
+	r.hists[ino].certain = true
 }
 
 func (r *modelRun) namespace() (map[string]uint64, map[uint64][]msnap) {
@@ -609,8 +611,10 @@ func (r *modelRun) namespace() (map[string]uint64, map[uint64][]msnap) {
 
 // committed: a certain commit that flushed every volume (remount,
 // snapshot create/delete/rollback, clone): every file is certain as it is
-// now. fsynced: ino's fsync, a certain commit that makes that file
-// certain and holds the others as their trees have them. maybeCommitted:
+// now. fsynced: ino's fsync makes that file certain, and may be a commit
+// that holds the others as their trees have them, or not (a journal
+// record, fs/journal.go): a crash may return to that point or an older
+// one, with ino certain at each. maybeCommitted:
 // an op that may or may not have committed (a crash may return to either
 // side of it); exact if a commit it made flushed every volume
 // (compaction, a refused snapshot op), else (the background commit) it
@@ -632,7 +636,10 @@ func (r *modelRun) fsynced(ino uint64) {
 			r.certain(ino, mf.d)
 		}
 	}
-	r.durable = []mpoint{r.point(false)}
+	// An fsync that wrote a journal record (fs/journal.go) committed no
+	// tree: the others may go back to any point since their last certain
+	// one; ino is certain at each (fhist.certain).
+	r.durable = append(r.durable, r.point(false))
 }
 
 func (r *modelRun) maybeCommitted(exact bool) {

@@ -561,7 +561,15 @@ func (f *FS) copyBytes(src, srcOff, dst, dstOff, n uint64) (uint64, error) {
 // Fsync makes everything written to the volume so far durable. Only this
 // volume's cached writes are written out (commitVolume).
 func (f *FS) Fsync(ino uint64) error {
-	f.vol(ino).c.judge()
+	v := f.vol(ino)
+	if taken, err := f.journalFsync(ino, v); taken {
+		return err
+	}
+	if !v.c.jtracking() {
+		// More was written since the last fsync than a journal record
+		// holds: is the cache worth it for this volume?
+		v.c.judge()
+	}
 	return f.commitVolume(ino)
 }
 

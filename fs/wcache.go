@@ -428,6 +428,8 @@ type volCache struct {
 	// directly, and by the deletion of the volume.
 	flushMu sync.Mutex
 	deleted bool // under flushMu: the volume is gone, drop what is cached
+
+	j volJournal // the fsync journal's state (fs/journal.go), under mu
 }
 
 func (v *volCache) count() {
@@ -479,6 +481,7 @@ func (v *volCache) put(c *wcache, first uint64, data []byte) bool {
 	}
 	v.puts.Add(int64(n))
 	v.count()
+	v.jwrite(first, n)
 	return true
 }
 
@@ -490,6 +493,11 @@ func (v *volCache) read(c *wcache, first uint64, dst []byte) []bool {
 	}
 	v.mu.RLock()
 	defer v.mu.RUnlock()
+	return v.readLocked(c, first, dst)
+}
+
+// readLocked is read with v.mu held (either way).
+func (v *volCache) readLocked(c *wcache, first uint64, dst []byte) []bool {
 	var filled []bool
 	n := len(dst) / BlockSize
 	// Newest first: dirty, then the frozen generation, then a flush step's
@@ -655,6 +663,7 @@ func (f *FS) flushGeneration() error {
 	for _, v := range vols {
 		v.c.freeze()
 	}
+	marks := f.journalMarks() // the frozen flush covers every record so far
 	f.wc.dirtySince.Store(0) // what is cached from here on is the new generation
 	f.wc.gen.Store(true)
 	f.state.Unlock()
@@ -667,6 +676,7 @@ func (f *FS) flushGeneration() error {
 			return err
 		}
 	}
+	journalCover(marks)
 	return nil
 }
 
@@ -695,7 +705,11 @@ func (f *FS) endWindowLocked(err error) {
 // the blocks cached, and is returned.
 func (f *FS) flushVolume(ino uint64) error {
 	v := f.vol(ino)
+	// Every block cached now is in the tree when this returns nil: so are
+	// the blocks of every journal record handed out so far.
+	mark := v.c.jmark()
 	if v.c.n.Load() == 0 {
+		v.c.jcover(mark)
 		return nil
 	}
 	// dirty first: a commit's freeze may move blocks from dirty to frozen
@@ -715,6 +729,7 @@ func (f *FS) flushVolume(ino uint64) error {
 	// until they are in the tree.
 	v.c.flushMu.Lock()
 	v.c.flushMu.Unlock()
+	v.c.jcover(mark)
 	return nil
 }
 
@@ -763,6 +778,9 @@ func (f *FS) flushLocked(all bool) error {
 		if err != nil {
 			return err
 		}
+	}
+	if all {
+		f.journalCoverAll()
 	}
 	return nil
 }

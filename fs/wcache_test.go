@@ -25,8 +25,15 @@ func openCached(t *testing.T, dir string, store blocks.Store, size int64) *FS {
 // openCachedOn is openCached on a crash disk (fs/powercut_test.go).
 func openCachedOn(t *testing.T, d *crashDisk, size int64) *FS {
 	t.Helper()
-	f, err := Open(d.options(Options{Logger: log.New(io.Discard, "", 0), SegmentBlocks: 64,
-		WriteCache: size, CommitInterval: 1 << 40, CompactInterval: -1}))
+	return openCachedWith(t, d, Options{WriteCache: size})
+}
+
+// openCachedWith is openCachedOn with more options (o's WriteCache is the
+// cache's size).
+func openCachedWith(t *testing.T, d *crashDisk, o Options) *FS {
+	t.Helper()
+	o.Logger, o.SegmentBlocks, o.CommitInterval, o.CompactInterval = log.New(io.Discard, "", 0), 64, 1<<40, -1
+	f, err := Open(d.options(o))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,11 +139,13 @@ func TestWriteCacheCrashReturnsToLastCommit(t *testing.T) {
 // write had reached the log when a commit ran: here B's only-cached
 // blocks are not kept (round 1), and blocks a SEEK_DATA flushed to the
 // log before A's fsync committed the trees are (round 2), over the
-// blocks B cached again afterwards.
+// blocks B cached again afterwards. The fsync journal is off: with it,
+// A's small fsync in round 2 would write a record and commit nothing of
+// B's (the journal's own tests are TestFsyncJournal*).
 func TestFsyncLeavesOtherVolumesCached(t *testing.T) {
 	forCrashDisks(t, func(t *testing.T, d *crashDisk) {
 		const n = 128 // blocks of each file
-		f := openCachedOn(t, d, 64<<20)
+		f := openCachedWith(t, d, Options{WriteCache: 64 << 20, NoFsyncJournal: true})
 		a, b := createSized(t, f, "a", n*BlockSize), createSized(t, f, "b", n*BlockSize)
 		// B's last certain point: blocks 0-63 are 1s, 64-127 zeros.
 		bFsynced := append(block(1, 64), block(0, 64)...)
@@ -191,7 +200,7 @@ func TestFsyncLeavesOtherVolumesCached(t *testing.T) {
 			t.Fatal("B does not read its cached writes after A's fsync")
 		}
 		d.crash(f)
-		f = openCachedOn(t, d, 64<<20)
+		f = openCachedWith(t, d, Options{WriteCache: 64 << 20, NoFsyncJournal: true})
 		if got := readAll(t, f, a, 2*n*BlockSize); !bytes.Equal(got, wantA) {
 			t.Fatalf("round 1: A after the crash is not what its fsync acknowledged: %s", mDiff(got, wantA, 0))
 		}
@@ -226,7 +235,7 @@ func TestFsyncLeavesOtherVolumesCached(t *testing.T) {
 			t.Fatalf("round 2: A's fsync took B's cached blocks from 16 to %d", f.dirtyPages(b))
 		}
 		d.crash(f)
-		g := openCachedOn(t, d, 64<<20)
+		g := openCachedWith(t, d, Options{WriteCache: 64 << 20, NoFsyncJournal: true})
 		defer g.Close()
 		if got := readAll(t, g, a, 2*n*BlockSize); !bytes.Equal(got, wantA) {
 			t.Fatalf("round 2: A after the crash is not what its fsync acknowledged: %s", mDiff(got, wantA, 0))
@@ -354,7 +363,13 @@ func TestTruncateTailZeroAfterOtherFsyncCrash(t *testing.T) {
 		if err := f.Truncate(a, BlockSize+100); err != nil { // block 1's tail zeroed, in the cache
 			t.Fatal(err)
 		}
-		if err := f.Fsync(b); err != nil { // commits the trees: a's new size, block 1 unchanged
+		// b's fsync commits the trees: a's new size, block 1 unchanged
+		// (b's extending write makes it commit, not write a journal
+		// record, which would commit nothing of a's).
+		if _, err := f.WriteAt(b, block(1, 1), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Fsync(b); err != nil {
 			t.Fatal(err)
 		}
 		d.crash(f)

@@ -21,7 +21,11 @@ const superVersion = 1
 // DataFormat is the data dir format this vafs reads and writes (the
 // superblock's "fmt"; docs/format.md says what changes it). A data dir of
 // a newer format is refused with ErrTooNew, never read as corrupt.
-const DataFormat = 1
+//
+//	1  the first
+//	2  may hold fsync journal records ("J" keys), which a vafs of format 1
+//	   would not apply: a mount raises an older data dir to 2 at open
+const DataFormat = 2
 
 // RootIno is the inode number of the root directory.
 const RootIno = 1
@@ -67,7 +71,10 @@ func OpenReadOnly(dir string, fs vfs.FS) (*DB, error) { return open(dir, fs, tru
 func open(dir string, fs vfs.FS, readOnly bool) (*DB, error) {
 	opts := &pebble.Options{
 		FS:           fs,
-		MemTableSize: 4 << 20, // WALs are preallocated to about this size: keep small data disks usable
+		// WALs are preallocated to about this size: keep small data disks
+		// usable. 8 MiB: fsync journal records (fs/journal.go, at most 4 MiB
+		// per volume) are mostly deleted in the memtable they were put in.
+		MemTableSize: 8 << 20,
 		Logger:       quietLogger{},
 		ReadOnly:     readOnly,
 	}
@@ -113,6 +120,11 @@ func open(dir string, fs vfs.FS, readOnly bool) (*DB, error) {
 		if err != nil {
 			p.Close()
 			return nil, err
+		}
+		if !readOnly {
+			// Written by the first commit (every batch carrying S writes
+			// it from memory), before any record of this format exists.
+			d.sb.Format = DataFormat
 		}
 	}
 	return d, nil

@@ -15,6 +15,7 @@ import "encoding/binary"
 //	"c" node                    node reference count when it is not 1
 //	"g" segment                 live block references into a segment
 //	"p" ino name                snapshot of a volume (next issue)
+//	"J" ino seq                 fsync journal record: blocks of a volume not yet in its tree
 const (
 	pfxSuper   = 'S'
 	pfxInode   = 'i'
@@ -26,6 +27,7 @@ const (
 	pfxRef     = 'c'
 	pfxSegment = 'g'
 	pfxSnap    = 'p'
+	pfxJournal = 'J'
 )
 
 func key64(p byte, v uint64) []byte {

@@ -2,6 +2,7 @@ package meta
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -49,7 +50,7 @@ func TestSuperNewerFormatRefused(t *testing.T) {
 	var sb Superblock
 	if err := DecodeSuperblock(encodeVersioned(superVersion, &Superblock{HostID: 7, NextIno: 2, Format: DataFormat + 1}), &sb); !errors.Is(err, ErrTooNew) || errors.Is(err, ErrCorrupt) {
 		t.Fatalf("format %d: err %v, want ErrTooNew", DataFormat+1, err)
-	} else if want := "data dir format 2 is newer than this vafs (1); upgrade vafs"; !strings.Contains(err.Error(), want) {
+	} else if want := fmt.Sprintf("data dir format %d is newer than this vafs (%d); upgrade vafs", DataFormat+1, DataFormat); !strings.Contains(err.Error(), want) {
 		t.Fatalf("err %q does not say %q", err, want)
 	}
 	if err := DecodeSuperblock([]byte{superVersion + 1, 0x80}, &sb); !errors.Is(err, ErrTooNew) {

@@ -72,6 +72,11 @@ type Trees struct {
 	dropHeads  map[uint64]bool
 	dirtySegs  map[uint64]bool
 	dirtySnaps map[snapKey]bool // created or deleted since the last flush
+	// changed lists the volumes whose head or tree changed since the last
+	// flush in more than their times; pending counts flushes of each whose
+	// batch has not landed yet (Landed, Unflush). See Settled.
+	changed map[uint64]bool
+	pending map[uint64]int
 
 	// CacheNodes bounds the clean nodes kept after a flush.
 	CacheNodes int
@@ -84,7 +89,7 @@ type Trees struct {
 func OpenTrees(db *DB) (*Trees, error) {
 	t := &Trees{db: db, nodes: map[uint64]*node{}, rc: map[uint64]uint32{}, heads: map[uint64]*Head{},
 		segs: map[uint64]int64{}, snaps: map[uint64]map[string]*Snapshot{}, snapByID: map[uint64]*Snapshot{},
-		CacheNodes: 1 << 18}
+		CacheNodes: 1 << 18, pending: map[uint64]int{}}
 	t.resetDirty()
 	if err := t.loadSnapshots(); err != nil {
 		return nil, err
@@ -113,6 +118,7 @@ func (t *Trees) resetDirty() {
 	t.dropHeads = map[uint64]bool{}
 	t.dirtySegs = map[uint64]bool{}
 	t.dirtySnaps = map[snapKey]bool{}
+	t.changed = map[uint64]bool{}
 }
 
 // ---- loading ----
@@ -291,11 +297,42 @@ func (t *Trees) head(vol uint64) (*Head, error) {
 }
 
 func (t *Trees) dirtyHead(vol uint64, h *Head) {
+	t.touchHead(vol, h)
+	t.changed[vol] = true
+}
+
+// touchHead marks a head dirty for a change of its times only.
+func (t *Trees) touchHead(vol uint64, h *Head) {
 	if h.Gen == 0 {
 		h.Gen = t.db.allocGen()
 	}
 	t.dirtyHeads[vol] = true
 	delete(t.dropHeads, vol)
+}
+
+// Settled reports whether everything the volume's head and tree hold,
+// but its times, is committed: no change since the last flush, and no
+// flushed batch of it still on its way (fs's fsync journal may then make
+// the volume's cached blocks durable on their own).
+func (t *Trees) Settled(vol uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !t.changed[vol] && t.pending[vol] == 0
+}
+
+// Landed tells the trees that f's batch is durable.
+func (t *Trees) Landed(f *Flushed) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.unpend(f)
+}
+
+func (t *Trees) unpend(f *Flushed) {
+	for vol := range f.changed {
+		if t.pending[vol]--; t.pending[vol] <= 0 {
+			delete(t.pending, vol)
+		}
+	}
 }
 
 // Head returns a copy of a volume's head (the zero Head for a volume never
@@ -341,7 +378,7 @@ func (t *Trees) SetTimes(vol uint64, mtime, ctime int64) error {
 		return err
 	}
 	h.Mtime, h.Ctime = mtime, ctime
-	t.dirtyHead(vol, h)
+	t.touchHead(vol, h)
 	return nil
 }
 
@@ -354,9 +391,13 @@ func (t *Trees) Extend(vol, size uint64, mtime int64) error {
 	if err != nil {
 		return err
 	}
-	h.Size = max(h.Size, size)
 	h.Mtime, h.Ctime = mtime, mtime
-	t.dirtyHead(vol, h)
+	if size > h.Size {
+		h.Size = size
+		t.dirtyHead(vol, h)
+	} else {
+		t.touchHead(vol, h)
+	}
 	return nil
 }
 
@@ -799,6 +840,7 @@ func (t *Trees) DeleteVolume(vol uint64) error {
 	t.heads[vol] = &Head{}
 	delete(t.dirtyHeads, vol)
 	t.dropHeads[vol] = true
+	t.changed[vol] = true
 	return nil
 }
 
@@ -832,6 +874,7 @@ type Flushed struct {
 	nodes                         map[uint64]*node
 	freed, rc, heads, drops, segs map[uint64]bool
 	snaps                         map[snapKey]bool
+	changed                       map[uint64]bool
 	// Dead lists segments that no tree references once the batch commits.
 	Dead []uint64
 }
@@ -849,7 +892,10 @@ func (t *Trees) Flush(b *Batch) *Flushed {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	f := &Flushed{nodes: t.dirtyNodes, freed: t.freed, rc: t.dirtyRC, heads: t.dirtyHeads, drops: t.dropHeads, segs: t.dirtySegs,
-		snaps: t.dirtySnaps}
+		snaps: t.dirtySnaps, changed: t.changed}
+	for vol := range t.changed {
+		t.pending[vol]++
+	}
 	for id, n := range t.dirtyNodes {
 		b.b.Set(key64(pfxNode, id), encodeNode(n), nil)
 		n.dirty = false
@@ -932,6 +978,10 @@ func (t *Trees) Unflush(f *Flushed) {
 	}
 	for k := range f.snaps {
 		t.dirtySnaps[k] = true
+	}
+	t.unpend(f)
+	for vol := range f.changed {
+		t.changed[vol] = true
 	}
 }
 

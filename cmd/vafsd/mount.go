@@ -69,7 +69,8 @@ func runMount(c *cli.Context) error {
 	if err != nil {
 		return fail(fmt.Errorf("data dir %s cannot be written: %w", data, err))
 	}
-	f, err := fs.Open(fs.Options{DataDir: data, Store: store, Logger: lg, WriteCache: wcache, DirtyExpire: expire})
+	f, err := fs.Open(fs.Options{DataDir: data, Store: store, Logger: lg, WriteCache: wcache, DirtyExpire: expire,
+		NoFsyncJournal: !c.Bool("fsync-journal")})
 	if err != nil {
 		return fail(err)
 	}

@@ -21,6 +21,7 @@ func Mount(action cli.ActionFunc) *cli.Command {
 			&cli.BoolFlag{Name: "writeback-cache", Usage: "let the kernel cache writes (CAP_WRITEBACK_CACHE)"},
 			&cli.StringFlag{Name: "write-cache", Value: "auto", Usage: "memory for written blocks until the next commit (SIZE like 2G, 0 to write through; auto: 1/8 of RAM, at most 4G)"},
 			&cli.StringFlag{Name: "dirty-expire", Value: "auto", Usage: "how long written blocks may wait in that memory before the background commit (DURATION like 30s; auto: the host's vm.dirty_expire_centisecs); fsync commits at once"},
+			&cli.BoolFlag{Name: "fsync-journal", Value: true, Usage: "an fsync after a few writes (up to 1 MiB) writes them as one synced metadata record (one device flush) instead of a segment sync and a commit; --fsync-journal=false turns it off"},
 		},
 		Action: action,
 	}
