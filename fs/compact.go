@@ -165,7 +165,7 @@ func (f *FS) compactSegment(v victim, live *meta.Live) error {
 		for j < len(idxs) && tags[j].Volume == tags[i].Volume && tags[j].Block == tags[j-1].Block+1 {
 			j++
 		}
-		exts, err := f.log.Append(tags[i].Volume, tags[i].Block, buf[i*BlockSize:j*BlockSize])
+		exts, err := f.log.Append(blocks.ClassReplicated, tags[i].Volume, tags[i].Block, buf[i*BlockSize:j*BlockSize])
 		if err != nil {
 			return f.ioErr(fmt.Sprintf("compact: segment %s: append", v.id), err)
 		}
