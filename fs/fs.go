@@ -49,6 +49,10 @@ type Options struct {
 	// 0: DefaultWriteCache; negative: no cache, every write goes to the
 	// log at once).
 	WriteCache int64
+
+	// volumeClass, when set, says which placement class each volume's
+	// blocks go to (tests; see FS.volumeClass).
+	volumeClass func(ino uint64) blocks.Class
 }
 
 // FS is one mounted data dir.
