@@ -1,6 +1,7 @@
 // Package blocks is the block store: the segment format, checksums, the write
-// log that appends 4 KiB blocks to the host's open segment, and the Store
-// interface through which segments are kept.
+// log that appends 4 KiB blocks to the host's open segments (one per
+// placement class), and the Store interface through which segments are
+// kept.
 //
 // A block is always written as a record: a 40-byte header (checksum, segment,
 // index, volume and block number it was written for) followed by 4096 bytes of

@@ -37,43 +37,76 @@ func checkAlloc(t *testing.T, decode func()) {
 
 func FuzzSegHeader(f *testing.F) {
 	for _, id := range []SegmentID{MakeSegmentID(1, 1), MakeSegmentID(0xabcdef, 1<<40-1), 0, 1<<64 - 1} {
-		h := encodeSegHeader(id)
-		f.Add(h, uint64(id), false)
-		f.Add(h[:32], uint64(id), false)
-		f.Add(h[:31], uint64(id), false)
-		for _, i := range []int{0, 8, 9, 15, 16, 24, 28, 31, 32, SegHeaderSize - 1} {
-			c := bytes.Clone(h)
-			c[i] ^= 1
-			f.Add(c, uint64(id), i != 28)
+		for _, c := range []Class{ClassReplicated, ClassLocal} {
+			h := encodeSegHeader(id, c)
+			f.Add(h, uint64(id), uint8(c), false)
+			f.Add(h[:32], uint64(id), uint8(c), false)
+			f.Add(h[:31], uint64(id), uint8(c), false)
+			for _, i := range []int{0, 8, 9, 15, 16, 24, 28, 31, 32, SegHeaderSize - 1} {
+				c2 := bytes.Clone(h)
+				c2[i] ^= 1
+				f.Add(c2, uint64(id), uint8(c), i != 28)
+			}
 		}
 	}
-	f.Fuzz(func(t *testing.T, in []byte, id uint64, fix bool) {
+	f.Fuzz(func(t *testing.T, in []byte, id uint64, class uint8, fix bool) {
 		b := bytes.Clone(in)
 		if fix && len(b) >= 32 { // reach the checks after the checksum
 			binary.LittleEndian.PutUint32(b[28:], crc32.Checksum(b[:28], castagnoli))
 		}
 		var got SegmentID
+		var gotClass Class
 		var err error
-		checkAlloc(t, func() { got, err = DecodeSegHeader(b) })
-		// The fields docs/format.md defines: magic and version (0..8), id
-		// and record size (16..27). The checksum also covers 9..15.
-		defined := func(h []byte) []byte { return append(bytes.Clone(h[:9]), h[16:28]...) }
+		checkAlloc(t, func() { got, gotClass, err = DecodeSegHeader(b) })
+		// The fields docs/format.md defines: magic, version and class
+		// (0..9), id and record size (16..27). The checksum also covers
+		// 10..15.
+		defined := func(h []byte) []byte { return append(bytes.Clone(h[:10]), h[16:28]...) }
 		if err == nil {
-			if enc := encodeSegHeader(got); !bytes.Equal(defined(b), defined(enc)) {
-				t.Fatalf("%x decoded as segment %s, which encodes as %x", b[:32], got, enc[:32])
+			if enc := encodeSegHeader(got, gotClass); !bytes.Equal(defined(b), defined(enc)) {
+				t.Fatalf("%x decoded as segment %s class %s, which encodes as %x", b[:32], got, gotClass, enc[:32])
 			}
-		} else if len(b) >= 32 && bytes.Equal(b[:32], encodeSegHeader(SegmentID(binary.LittleEndian.Uint64(b[16:])))[:32]) {
+		} else if len(b) >= 32 && Class(b[9]) < NumClasses &&
+			bytes.Equal(b[:32], encodeSegHeader(SegmentID(binary.LittleEndian.Uint64(b[16:])), Class(b[9]))[:32]) {
 			t.Fatalf("refused a header as its encoder writes it: %v", err)
 		}
-
-		h := encodeSegHeader(SegmentID(id))
-		if got, err := DecodeSegHeader(h); err != nil || got != SegmentID(id) {
-			t.Fatalf("segment %016x: decoded %s, %v", id, got, err)
+		if err == nil && b[9] >= NumClasses {
+			t.Fatalf("accepted unknown class %d", b[9])
 		}
-		if _, err := DecodeSegHeader(h[:31]); !errors.Is(err, ErrChecksum) {
+
+		c := Class(class % NumClasses)
+		h := encodeSegHeader(SegmentID(id), c)
+		if got, gotClass, err := DecodeSegHeader(h); err != nil || got != SegmentID(id) || gotClass != c {
+			t.Fatalf("segment %016x class %s: decoded %s %s, %v", id, c, got, gotClass, err)
+		}
+		if _, _, err := DecodeSegHeader(h[:31]); !errors.Is(err, ErrChecksum) {
 			t.Fatalf("a short header: %v", err)
 		}
 	})
+}
+
+// A segment written before classes existed (byte 9 zero: the encoder of
+// that time) reads as the default class; a class this vafs does not know
+// is refused, never read as another.
+func TestSegHeaderClassCompat(t *testing.T) {
+	old := make([]byte, SegHeaderSize) // the version-1 header as vafs wrote it before classes
+	copy(old, segMagic)
+	old[8] = 1
+	binary.LittleEndian.PutUint64(old[16:], uint64(MakeSegmentID(7, 9)))
+	binary.LittleEndian.PutUint32(old[24:], RecordSize)
+	binary.LittleEndian.PutUint32(old[28:], crc32.Checksum(old[:28], castagnoli))
+	if id, c, err := DecodeSegHeader(old); err != nil || id != MakeSegmentID(7, 9) || c != ClassReplicated {
+		t.Fatalf("a pre-class header: %s %s %v, want the id, replicated", id, c, err)
+	}
+	if !bytes.Equal(old, encodeSegHeader(MakeSegmentID(7, 9), ClassReplicated)) {
+		t.Fatal("the default class no longer encodes as the pre-class header")
+	}
+	h := encodeSegHeader(MakeSegmentID(7, 9), ClassLocal)
+	h[9] = NumClasses
+	binary.LittleEndian.PutUint32(h[28:], crc32.Checksum(h[:28], castagnoli))
+	if _, _, err := DecodeSegHeader(h); err == nil || errors.Is(err, ErrChecksum) {
+		t.Fatalf("unknown class %d: %v, want an unsupported-class error", NumClasses, err)
+	}
 }
 
 // record returns a record as the log writes it.

@@ -25,7 +25,7 @@ func TestTransientFlushErrorCostsNothing(t *testing.T) {
 	defer l.Close()
 	s.fail.Store(1) // the flusher's write of chunk 0 fails once
 	first := pattern(blocks.ChunkRecords, 5)
-	exts, err := l.Append(1, 0, first)
+	exts, err := l.Append(blocks.ClassReplicated, 1, 0, first)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func TestTransientFlushErrorCostsNothing(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	time.Sleep(10 * time.Millisecond)
-	more, err := l.Append(1, blocks.ChunkRecords, pattern(3, 7))
+	more, err := l.Append(blocks.ClassReplicated, 1, blocks.ChunkRecords, pattern(3, 7))
 	if err != nil {
 		t.Fatalf("append after one transient write error: %v", err)
 	}
@@ -60,7 +60,7 @@ func TestFailedSyncIsNeverTrusted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	exts, err := l.Append(1, 0, pattern(4, 1))
+	exts, err := l.Append(blocks.ClassReplicated, 1, 0, pattern(4, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestFailedSyncIsNeverTrusted(t *testing.T) {
 	if err := l.Sync(); !errors.Is(err, blocks.ErrSyncFailed) {
 		t.Fatalf("the sync after a failed one: %v; want ErrSyncFailed", err)
 	}
-	if _, err := l.Append(1, 4, pattern(1, 2)); !errors.Is(err, blocks.ErrSyncFailed) {
+	if _, err := l.Append(blocks.ClassReplicated, 1, 4, pattern(1, 2)); !errors.Is(err, blocks.ErrSyncFailed) {
 		t.Fatalf("append after a failed sync: %v; want ErrSyncFailed", err)
 	}
 	if l.Broken() == nil {
@@ -102,7 +102,7 @@ func TestConcurrentSyncWaitsForDurability(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.Append(1, 0, pattern(2, 1)); err != nil {
+		if _, err := l.Append(blocks.ClassReplicated, 1, 0, pattern(2, 1)); err != nil {
 			t.Fatal(err)
 		}
 		first := make(chan error, 1)
@@ -196,7 +196,7 @@ func TestReadersAreBounded(t *testing.T) {
 	}
 	const nseg = 700
 	want := pattern(nseg, 3)
-	exts, err := l.Append(1, 0, want)
+	exts, err := l.Append(blocks.ClassReplicated, 1, 0, want)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +273,7 @@ func TestReadsDoNotWaitForRoll(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	exts, err := l.Append(1, 0, pattern(8, 3)) // segment 1 (sealed) and 2 (full)
+	exts, err := l.Append(blocks.ClassReplicated, 1, 0, pattern(8, 3)) // segment 1 (sealed) and 2 (full)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestReadsDoNotWaitForRoll(t *testing.T) {
 	}
 	s.gate, s.in = make(chan struct{}), make(chan struct{}, 1)
 	appended := make(chan error, 1)
-	go func() { _, err := l.Append(1, 8, pattern(1, 4)); appended <- err }() // rolls to segment 3: Create blocks
+	go func() { _, err := l.Append(blocks.ClassReplicated, 1, 8, pattern(1, 4)); appended <- err }() // rolls to segment 3: Create blocks
 	<-s.in
 	read := make(chan error, 1)
 	go func() {

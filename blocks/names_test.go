@@ -74,7 +74,7 @@ func TestSyncMakesNewSegmentNamesDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if _, err := l.Append(1, 0, pattern(10, 1)); err != nil { // three segments
+	if _, err := l.Append(blocks.ClassReplicated, 1, 0, pattern(10, 1)); err != nil { // three segments
 		t.Fatal(err)
 	}
 	if err := l.Sync(); err != nil {
@@ -83,7 +83,7 @@ func TestSyncMakesNewSegmentNamesDurable(t *testing.T) {
 	if n := s.syncNamesCalls(); n != 1 {
 		t.Fatalf("SyncNames called %d times for one Sync; want 1", n)
 	}
-	if _, err := l.Append(1, 10, pattern(1, 2)); err != nil { // same segment
+	if _, err := l.Append(blocks.ClassReplicated, 1, 10, pattern(1, 2)); err != nil { // same segment
 		t.Fatal(err)
 	}
 	if err := l.Sync(); err != nil {
@@ -92,7 +92,7 @@ func TestSyncMakesNewSegmentNamesDurable(t *testing.T) {
 	if n := s.syncNamesCalls(); n != 1 {
 		t.Fatalf("SyncNames called again (%d) with no new segment", n)
 	}
-	if _, err := l.Append(1, 11, pattern(2, 3)); err != nil { // rolls
+	if _, err := l.Append(blocks.ClassReplicated, 1, 11, pattern(2, 3)); err != nil { // rolls
 		t.Fatal(err)
 	}
 	s.mu.Lock()
@@ -117,7 +117,7 @@ func TestSyncMakesNewSegmentNamesDurable(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if _, err := l.Append(1, 13, pattern(1, 4)); !errors.Is(err, blocks.ErrSyncFailed) {
+	if _, err := l.Append(blocks.ClassReplicated, 1, 13, pattern(1, 4)); !errors.Is(err, blocks.ErrSyncFailed) {
 		t.Fatalf("append after a failed sync: %v; want ErrSyncFailed", err)
 	}
 	if n := s.syncNamesCalls(); n != 1 {

@@ -265,7 +265,7 @@ func TestLogSyncedRecordsSurvivePowerCut(t *testing.T) {
 				for i := range 14 {
 					n := 1 + (int(seed)*37+i*53)%120
 					data := cheapPattern(n, uint64(i)<<32|seed)
-					exts, err := l.Append(1, blk, data)
+					exts, err := l.Append(blocks.ClassReplicated, 1, blk, data)
 					if err != nil {
 						t.Fatal(err)
 					}

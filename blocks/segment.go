@@ -8,7 +8,7 @@ import (
 
 // Segment layout (docs/format.md):
 //
-//	offset 0      segment header, SegHeaderSize bytes (magic, version, id)
+//	offset 0      segment header, SegHeaderSize bytes (magic, version, class, id)
 //	offset 4096   record 0: RecordHeaderSize header + BlockSize data
 //	...           record i at SegHeaderSize + i*RecordSize
 //
@@ -48,32 +48,44 @@ func (id SegmentID) String() string { return fmt.Sprintf("%016x", uint64(id)) }
 // RecordOffset is where record idx starts in a segment.
 func RecordOffset(idx uint32) int64 { return SegHeaderSize + int64(idx)*RecordSize }
 
-// encodeSegHeader fills the first SegHeaderSize bytes of a segment.
-func encodeSegHeader(id SegmentID) []byte {
+// segHeaderUsed is how many bytes of the header carry fields; the rest of
+// the SegHeaderSize bytes are zero.
+const segHeaderUsed = 32
+
+// encodeSegHeader fills the first SegHeaderSize bytes of a segment of
+// class c. Byte 9 (the class) was written as 0 before classes existed, so
+// those segments read as ClassReplicated (docs/format.md).
+func encodeSegHeader(id SegmentID, c Class) []byte {
 	b := make([]byte, SegHeaderSize)
 	copy(b, segMagic)
 	b[8] = SegmentVersion
+	b[9] = byte(c)
 	binary.LittleEndian.PutUint64(b[16:], uint64(id))
 	binary.LittleEndian.PutUint32(b[24:], RecordSize)
 	binary.LittleEndian.PutUint32(b[28:], crc32.Checksum(b[:28], castagnoli))
 	return b
 }
 
-// DecodeSegHeader checks a segment header and returns its id.
-func DecodeSegHeader(b []byte) (SegmentID, error) {
-	if len(b) < 32 || string(b[:8]) != segMagic {
-		return 0, fmt.Errorf("%w: bad segment magic", ErrChecksum)
+// DecodeSegHeader checks a segment header and returns its id and class.
+// A class this vafs does not know is refused, never read as another.
+func DecodeSegHeader(b []byte) (SegmentID, Class, error) {
+	if len(b) < segHeaderUsed || string(b[:8]) != segMagic {
+		return 0, 0, fmt.Errorf("%w: bad segment magic", ErrChecksum)
 	}
 	if b[8] != SegmentVersion {
-		return 0, fmt.Errorf("blocks: unsupported segment version %d", b[8])
+		return 0, 0, fmt.Errorf("blocks: unsupported segment version %d", b[8])
 	}
 	if crc32.Checksum(b[:28], castagnoli) != binary.LittleEndian.Uint32(b[28:]) {
-		return 0, fmt.Errorf("%w: segment header", ErrChecksum)
+		return 0, 0, fmt.Errorf("%w: segment header", ErrChecksum)
 	}
 	if binary.LittleEndian.Uint32(b[24:]) != RecordSize {
-		return 0, fmt.Errorf("blocks: unsupported record size %d", binary.LittleEndian.Uint32(b[24:]))
+		return 0, 0, fmt.Errorf("blocks: unsupported record size %d", binary.LittleEndian.Uint32(b[24:]))
 	}
-	return SegmentID(binary.LittleEndian.Uint64(b[16:])), nil
+	c := Class(b[9])
+	if err := c.valid(); err != nil {
+		return 0, 0, err
+	}
+	return SegmentID(binary.LittleEndian.Uint64(b[16:])), c, nil
 }
 
 // Tag says which volume and block a record was written for. It is kept in

@@ -219,7 +219,7 @@ func TestStagedAppendReadSync(t *testing.T) {
 	var want []byte
 	for i, n := range []int{1, 3, 700, 1, 511, 90, 600, 7} {
 		data := pattern(n, byte(i))
-		e, err := l.Append(4, uint64(len(want)/blocks.BlockSize), data)
+		e, err := l.Append(blocks.ClassReplicated, 4, uint64(len(want)/blocks.BlockSize), data)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -256,7 +256,7 @@ func TestStagedAppendReadSync(t *testing.T) {
 		t.Fatalf("read of a slot never written: %v; want a checksum error", err)
 	}
 	// More appends after a Sync rewrite the partial page; both syncs' data stay.
-	e2, err := l.Append(4, 9999, pattern(5, 77))
+	e2, err := l.Append(blocks.ClassReplicated, 4, 9999, pattern(5, 77))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +312,7 @@ func TestConcurrentAppendsAndSync(t *testing.T) {
 			defer wg.Done()
 			for r := range rounds {
 				data := pattern(1+(w*7+r*13)%40, byte(w*31+r))
-				exts, err := l.Append(uint64(w), uint64(r), data)
+				exts, err := l.Append(blocks.ClassReplicated, uint64(w), uint64(r), data)
 				if err != nil {
 					errs <- err
 					return
@@ -387,12 +387,12 @@ func TestFlushFailureSurfacesAndRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if _, err := l.Append(1, 0, pattern(1, 1)); err != nil { // writes the segment header
+	if _, err := l.Append(blocks.ClassReplicated, 1, 0, pattern(1, 1)); err != nil { // writes the segment header
 		t.Fatal(err)
 	}
 	s.fail.Store(1000)
 	data := pattern(blocks.ChunkRecords, 5) // fills chunk 0: queued for a flusher
-	exts, err := l.Append(1, 1, data[:len(data)-blocks.BlockSize])
+	exts, err := l.Append(blocks.ClassReplicated, 1, 1, data[:len(data)-blocks.BlockSize])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +410,7 @@ func TestFlushFailureSurfacesAndRecovers(t *testing.T) {
 	if got := stored(t, s, exts[0]); !bytes.Equal(got, data[:len(data)-blocks.BlockSize]) {
 		t.Fatal("store differs after the retried flush")
 	}
-	if _, err := l.Append(1, 600, pattern(2, 9)); err != nil {
+	if _, err := l.Append(blocks.ClassReplicated, 1, 600, pattern(2, 9)); err != nil {
 		t.Fatalf("append after recovery: %v", err)
 	}
 }
@@ -475,7 +475,7 @@ func TestStagedOnRealFiles(t *testing.T) {
 	var want []byte
 	for i, n := range []int{3, 600, 1, 1000, 256} {
 		data := pattern(n, byte(i+40))
-		e, err := l.Append(1, uint64(len(want)/blocks.BlockSize), data)
+		e, err := l.Append(blocks.ClassReplicated, 1, uint64(len(want)/blocks.BlockSize), data)
 		if err != nil {
 			t.Fatal(err)
 		}

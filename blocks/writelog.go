@@ -116,9 +116,10 @@ func (ch *chunk) prefixFilled(k uint32) bool {
 }
 
 // openSeg is a segment this Log has appended to and not yet synced and
-// closed (the open one and sealed ones awaiting Sync).
+// closed (a class's open one and sealed ones awaiting Sync).
 type openSeg struct {
 	id       SegmentID
+	class    Class
 	f        SegmentFile
 	df       DirectFile // nil: records are written through at Append
 	cur      *chunk     // the chunk being reserved into
@@ -127,13 +128,19 @@ type openSeg struct {
 	inflight int   // write-through appends that reserved and have not written yet
 	draining bool  // a Sync waits for inflight to reach 0: new write-through appends wait
 	sealed   bool
+	next     uint32 // the next record index to reserve (under Log.mu)
+	dirty    bool   // reserved into since the last Sync took it (under Log.mu)
 }
 
-// Log appends blocks to the host's open segment and reads them back with
-// verification. A new segment is started at every open, so records that an
-// earlier process wrote but never committed are never overwritten while a
-// commit could still reference them; such orphans are garbage the caller
-// removes once no tree references the segment.
+// Log appends blocks to the host's open segments, one per placement Class,
+// and reads them back with verification. Each class's segments hold only
+// that class's blocks (the class is in the segment header); the classes
+// share the staging memory, the flushers, the sequence of segment ids and
+// Sync, which covers every open segment. A new segment is started for a
+// class at its first append after every open, so records that an earlier
+// process wrote but never committed are never overwritten while a commit
+// could still reference them; such orphans are garbage the caller removes
+// once no tree references the segment.
 //
 // On a DirectFile store, records are staged in page-aligned chunks of
 // ChunkRecords (docs/format.md, "Segments"): full chunks are written by
@@ -148,13 +155,11 @@ type Log struct {
 	cfg   LogConfig
 
 	mu       sync.Mutex
-	cond     *sync.Cond // signalled when a slot is filled, a chunk is freed or a write-through append ends
-	open     *openSeg
-	next     uint32
-	dirty    bool
-	seq      uint64     // bumped by every reservation and roll: what a Sync must cover
-	unsynced []*openSeg // sealed since the last Sync, synced and closed by it
-	names    uint64     // segments created (for NameSyncer stores)
+	cond     *sync.Cond           // signalled when a slot is filled, a chunk is freed or a write-through append ends
+	open     [NumClasses]*openSeg // the segment each class appends to; nil before its first append
+	seq      uint64               // bumped by every reservation and roll: what a Sync must cover
+	unsynced []*openSeg           // sealed since the last Sync, synced and closed by it
+	names    uint64               // segments created (for NameSyncer stores)
 	segs     map[SegmentID]*openSeg
 	staged   atomic.Pointer[map[SegmentID]bool] // the ids in segs, for reads without l.mu
 	nchunks  int
@@ -175,6 +180,7 @@ type Log struct {
 	syncedSeq uint64     // every reservation up to this seq is durable (under syncMu)
 
 	readers readerCache
+	classes classCache
 
 	sizeMu sync.Mutex
 	sizes  map[SegmentID]int64 // bytes each segment file holds (or has preallocated)
@@ -261,11 +267,17 @@ func (l *Log) NextSeq() uint64 {
 	return l.nextSeq
 }
 
-// IsOpen reports whether id is the segment currently appended to.
+// IsOpen reports whether id is a segment currently appended to (the open
+// segment of some class).
 func (l *Log) IsOpen(id SegmentID) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.open != nil && l.open.id == id
+	for _, s := range l.open {
+		if s != nil && s.id == id {
+			return true
+		}
+	}
+	return false
 }
 
 // Space is the store's capacity and the bytes still free for blocks (free
@@ -304,22 +316,25 @@ func spaceErr(what string, id SegmentID, err error) error {
 }
 
 // Append writes len(data)/BlockSize blocks for volume vol starting at block
-// first and returns where they went, in order (more than one extent when a
-// segment fills). len(data) must be a multiple of BlockSize. The blocks are
-// durable only after Sync.
-func (l *Log) Append(vol, first uint64, data []byte) ([]Extent, error) {
+// first to class c's open segment and returns where they went, in order
+// (more than one extent when a segment fills). len(data) must be a
+// multiple of BlockSize. The blocks are durable only after Sync.
+func (l *Log) Append(c Class, vol, first uint64, data []byte) ([]Extent, error) {
 	if len(data)%BlockSize != 0 || len(data) == 0 {
 		return nil, fmt.Errorf("blocks: append of %d bytes is not a whole number of blocks", len(data))
 	}
-	return l.AppendBlocks(vol, first, len(data)/BlockSize, func(i int) []byte { return data[i*BlockSize : (i+1)*BlockSize] })
+	return l.AppendBlocks(c, vol, first, len(data)/BlockSize, func(i int) []byte { return data[i*BlockSize : (i+1)*BlockSize] })
 }
 
 // AppendBlocks is Append of n blocks that need not be contiguous in
 // memory: block(i) returns the BlockSize bytes of block first+i (the
 // write-back cache appends from its page slots without gathering them).
-func (l *Log) AppendBlocks(vol, first uint64, n0 int, block func(i int) []byte) ([]Extent, error) {
+func (l *Log) AppendBlocks(c Class, vol, first uint64, n0 int, block func(i int) []byte) ([]Extent, error) {
 	if n0 <= 0 {
 		return nil, fmt.Errorf("blocks: append of %d blocks", n0)
+	}
+	if err := c.valid(); err != nil {
+		return nil, err
 	}
 	n := uint32(n0)
 	var exts []Extent
@@ -345,17 +360,17 @@ func (l *Log) AppendBlocks(vol, first uint64, n0 int, block func(i int) []byte) 
 			l.mu.Unlock()
 			return nil, err
 		}
-		if l.open == nil || l.next >= l.cfg.SegmentBlocks {
-			if err := l.roll(); err != nil {
+		if s := l.open[c]; s == nil || s.next >= l.cfg.SegmentBlocks {
+			if err := l.roll(c); err != nil {
 				l.mu.Unlock()
 				return nil, err
 			}
 		}
-		s := l.open
-		k := min(n-done, l.cfg.SegmentBlocks-l.next)
+		s := l.open[c]
+		k := min(n-done, l.cfg.SegmentBlocks-s.next)
 		var ch *chunk
 		if s.df != nil {
-			if s.cur == nil || l.next >= s.cur.first+s.cur.n {
+			if s.cur == nil || s.next >= s.cur.first+s.cur.n {
 				if l.nchunks >= maxChunks {
 					if l.flushErr != nil {
 						// A failed chunk holds its buffer until it is
@@ -376,7 +391,7 @@ func (l *Log) AppendBlocks(vol, first uint64, n0 int, block func(i int) []byte) 
 				}
 			}
 			ch = s.cur
-			k = min(k, ch.first+ch.n-l.next)
+			k = min(k, ch.first+ch.n-s.next)
 			ch.reserved += k
 		} else {
 			if s.draining {
@@ -385,9 +400,9 @@ func (l *Log) AppendBlocks(vol, first uint64, n0 int, block func(i int) []byte) 
 			}
 			s.inflight++
 		}
-		idx := l.next
-		l.next += k
-		l.dirty = true
+		idx := s.next
+		s.next += k
+		s.dirty = true
 		l.seq++
 		l.mu.Unlock()
 
@@ -497,10 +512,10 @@ func encodeRecords(dst []byte, seg SegmentID, idx uint32, tag Tag, n int, block 
 	}
 }
 
-// newChunk starts the chunk that holds record l.next of s and preallocates
+// newChunk starts the chunk that holds record s.next of s and preallocates
 // its bytes in the file. Caller holds l.mu.
 func (l *Log) newChunk(s *openSeg) error {
-	c := l.next / ChunkRecords
+	c := s.next / ChunkRecords
 	ch := &chunk{seg: s, c: c, first: c * ChunkRecords}
 	ch.n = min(ChunkRecords, l.cfg.SegmentBlocks-ch.first)
 	size := alignUp(int64(ch.n) * RecordSize)
@@ -641,15 +656,15 @@ func (l *Log) writeChunk(ch *chunk, upto uint32) error {
 	return nil
 }
 
-// roll seals the open segment (it is synced and closed by the next Sync) and
-// starts a new one. Caller holds l.mu.
-func (l *Log) roll() error {
+// roll seals class c's open segment (it is synced and closed by the next
+// Sync) and starts a new one of that class. Caller holds l.mu.
+func (l *Log) roll(c Class) error {
 	id := MakeSegmentID(l.cfg.Host, l.nextSeq)
 	f, err := l.store.Create(id)
 	if err != nil {
 		return spaceErr("create segment", id, err)
 	}
-	s := &openSeg{id: id, f: f, chunks: map[uint32]*chunk{}}
+	s := &openSeg{id: id, class: c, f: f, chunks: map[uint32]*chunk{}, dirty: true}
 	if df, ok := f.(DirectFile); ok {
 		s.df = df
 	}
@@ -657,7 +672,7 @@ func (l *Log) roll() error {
 	// direct write that extends an empty file took ~6 ms on a busy disk,
 	// under l.mu. Its page is never written direct (chunk 0 starts at the
 	// next page), and Sync's fdatasync makes it durable with the records.
-	if _, err = f.WriteAt(encodeSegHeader(id), 0); err != nil {
+	if _, err = f.WriteAt(encodeSegHeader(id, c), 0); err != nil {
 		f.Close()
 		l.store.Remove(id)
 		return spaceErr("write segment header", id, err)
@@ -665,15 +680,16 @@ func (l *Log) roll() error {
 	l.nextSeq++
 	l.names++
 	l.seq++
-	if l.open != nil {
-		l.open.sealed = true
-		l.open.cur = nil
-		if len(l.open.chunks) == 0 {
-			delete(l.segs, l.open.id)
+	if old := l.open[c]; old != nil {
+		old.sealed = true
+		old.cur = nil
+		if len(old.chunks) == 0 {
+			delete(l.segs, old.id)
 		}
-		l.unsynced = append(l.unsynced, l.open)
+		l.unsynced = append(l.unsynced, old)
 	}
-	l.open, l.next, l.dirty = s, 0, true
+	l.open[c] = s
+	l.classes.set(id, c)
 	l.setSize(id, SegHeaderSize)
 	l.segs[id] = s
 	l.publishStaged()
@@ -716,24 +732,29 @@ func (l *Log) Sync() error {
 	segs := l.unsynced
 	l.unsynced = nil
 	names := l.names
-	var open *openSeg
-	if l.dirty && l.open != nil {
-		open = l.open
-		l.dirty = false
+	// The open segment of every class appended to since the last Sync:
+	// each gets its own fdatasync below, after the sealed ones.
+	var open []*openSeg
+	for _, s := range l.open {
+		if s != nil && s.dirty {
+			open = append(open, s)
+			s.dirty = false
+		}
 	}
+	all := append(segs[:len(segs):len(segs)], open...)
 	var jobs []syncJob
-	for _, s := range append(segs[:len(segs):len(segs)], open) {
-		if s != nil {
-			for _, ch := range s.chunks {
-				jobs = append(jobs, syncJob{ch, ch.reserved})
-			}
+	for _, s := range all {
+		for _, ch := range s.chunks {
+			jobs = append(jobs, syncJob{ch, ch.reserved})
 		}
 	}
 	l.mu.Unlock()
 	fail := func(err error) error {
 		l.mu.Lock()
 		l.unsynced = append(segs[:len(segs):len(segs)], l.unsynced...)
-		l.dirty = l.dirty || open != nil
+		for _, s := range open {
+			s.dirty = true // sealed since or not, Sync must cover it again
+		}
 		l.mu.Unlock()
 		return err
 	}
@@ -760,8 +781,8 @@ func (l *Log) Sync() error {
 	// sealed segment takes no new reservation, the open one holds new ones
 	// back while it drains.
 	l.mu.Lock()
-	for _, s := range append(segs[:len(segs):len(segs)], open) {
-		if s == nil || s.df != nil {
+	for _, s := range all {
+		if s.df != nil {
 			continue
 		}
 		s.draining = true
@@ -785,9 +806,9 @@ func (l *Log) Sync() error {
 		l.mu.Unlock()
 		s.f.Close()
 	}
-	if open != nil {
-		if err := open.f.Sync(); err != nil {
-			return l.breakOn(fmt.Errorf("sync of open segment %s: %w", open.id, err))
+	for _, s := range open {
+		if err := s.f.Sync(); err != nil {
+			return l.breakOn(fmt.Errorf("sync of open segment %s (%s): %w", s.id, s.class, err))
 		}
 	}
 	l.syncedSeq = upto
@@ -959,6 +980,7 @@ func (l *Log) Remove(id SegmentID) error {
 	if err := l.store.Remove(id); err != nil {
 		return err
 	}
+	l.classes.drop(id)
 	l.sizeMu.Lock()
 	l.stored -= l.sizes[id]
 	delete(l.sizes, id)
@@ -979,16 +1001,19 @@ func (l *Log) Close() error {
 		l.flushWG.Wait()
 	}
 	l.mu.Lock()
-	if l.open != nil {
-		if s := l.open; s.df != nil && err == nil && s.allocTo > RecordOffset(l.next) {
+	for c, s := range l.open {
+		if s == nil {
+			continue
+		}
+		if s.df != nil && err == nil && s.allocTo > RecordOffset(s.next) {
 			// Give back the preallocated tail; every record is written.
-			l.setSize(s.id, RecordOffset(l.next))
-			if e := s.df.Truncate(RecordOffset(l.next)); e != nil {
+			l.setSize(s.id, RecordOffset(s.next))
+			if e := s.df.Truncate(RecordOffset(s.next)); e != nil && err == nil {
 				err = fmt.Errorf("blocks: trim segment %s: %w", s.id, e)
 			}
 		}
-		l.open.f.Close()
-		l.open = nil
+		s.f.Close()
+		l.open[c] = nil
 	}
 	for _, s := range l.unsynced {
 		s.f.Close()

@@ -23,7 +23,7 @@ func TestLogAppendReadAcrossSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := pattern(10, 1)
-	exts, err := l.Append(9, 100, data)
+	exts, err := l.Append(blocks.ClassReplicated, 9, 100, data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestLogAppendReadAcrossSegments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e2, err := l2.Append(1, 0, pattern(1, 3))
+	e2, err := l2.Append(blocks.ClassReplicated, 1, 0, pattern(1, 3))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestLogAppendReadAcrossSegments(t *testing.T) {
 func TestLogCorruptionIsAnError(t *testing.T) {
 	s := blocks.NewMemStore()
 	l, _ := blocks.OpenLog(s, blocks.LogConfig{Host: 1})
-	exts, err := l.Append(3, 0, pattern(3, 9))
+	exts, err := l.Append(blocks.ClassReplicated, 3, 0, pattern(3, 9))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestLogNoSpace(t *testing.T) {
 	l, _ := blocks.OpenLog(s, blocks.LogConfig{Host: 1})
 	var err error
 	for i := 0; i < 100 && err == nil; i++ {
-		_, err = l.Append(1, uint64(i*256), pattern(256, 1))
+		_, err = l.Append(blocks.ClassReplicated, 1, uint64(i*256), pattern(256, 1))
 	}
 	if !errors.Is(err, blocks.ErrNoSpace) {
 		t.Fatalf("filling the store: %v; want ErrNoSpace", err)
@@ -111,7 +111,7 @@ func TestLogNoSpace(t *testing.T) {
 func FuzzDecodeRecord(f *testing.F) {
 	s := blocks.NewMemStore()
 	l, _ := blocks.OpenLog(s, blocks.LogConfig{Host: 1})
-	exts, _ := l.Append(1, 2, pattern(1, 4))
+	exts, _ := l.Append(blocks.ClassReplicated, 1, 2, pattern(1, 4))
 	rec := make([]byte, blocks.RecordSize)
 	seg, _ := s.Open(exts[0].Seg)
 	seg.ReadAt(rec, blocks.RecordOffset(0))

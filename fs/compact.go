@@ -14,8 +14,9 @@ import (
 
 // Compaction (docs/compaction.md): a sealed segment whose live records are
 // fewer than half of the records it holds has them copied to the open
-// segment, the leaves that map them rewritten in place to the copies, and
-// is removed by the next commit once its reference count is 0.
+// segment of its own placement class, the leaves that map them rewritten
+// in place to the copies, and is removed by the next commit once its
+// reference count is 0.
 
 const (
 	compactEvery     = 30 * time.Second // background pass interval
@@ -142,6 +143,16 @@ func (f *FS) compactSegment(v victim, live *meta.Live) error {
 	if len(idxs) == 0 {
 		return fmt.Errorf("fs: compact: segment %s: counted %d references, no live record", v.id, v.refs)
 	}
+	// The copies stay in the victim's class (its header says which), not
+	// the class of a volume that maps them: a block keeps its placement.
+	class, err := f.log.SegmentClass(v.id)
+	if err != nil {
+		if errors.Is(err, blocks.ErrChecksum) {
+			f.lg.Printf("CORRUPT: compaction of segment %s: %v", v.id, err)
+			corruptReads.Add(1)
+		}
+		return fmt.Errorf("fs: compact: segment %s: %w", v.id, err)
+	}
 	buf := make([]byte, len(idxs)*BlockSize)
 	tags := make([]blocks.Tag, len(idxs))
 	for i, idx := range idxs {
@@ -165,7 +176,7 @@ func (f *FS) compactSegment(v victim, live *meta.Live) error {
 		for j < len(idxs) && tags[j].Volume == tags[i].Volume && tags[j].Block == tags[j-1].Block+1 {
 			j++
 		}
-		exts, err := f.log.Append(tags[i].Volume, tags[i].Block, buf[i*BlockSize:j*BlockSize])
+		exts, err := f.log.Append(class, tags[i].Volume, tags[i].Block, buf[i*BlockSize:j*BlockSize])
 		if err != nil {
 			return f.ioErr(fmt.Sprintf("compact: segment %s: append", v.id), err)
 		}

@@ -52,6 +52,10 @@ type Options struct {
 	// NoFsyncJournal turns the fsync journal off (fs/journal.go): every
 	// fsync then writes the volume's cached blocks to the log and commits.
 	NoFsyncJournal bool
+
+	// volumeClass, when set, says which placement class each volume's
+	// blocks go to (tests; see FS.volumeClass).
+	volumeClass func(ino uint64) blocks.Class
 }
 
 // FS is one mounted data dir.

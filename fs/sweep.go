@@ -14,7 +14,8 @@ var sweepWalks atomic.Int64
 
 // reclaim removes the segments of this data dir that no committed tree
 // references, at open (appended after the last commit, dead ones whose
-// removal a crash interrupted) and at close (the last open segment).
+// removal a crash interrupted) and at close (the last open segment of
+// each class).
 //
 // A stored count of 0 only makes a segment a candidate; a walk of every
 // committed tree (heads and snapshots) decides, because a count can be
@@ -22,7 +23,7 @@ var sweepWalks atomic.Int64
 // runs only when there are candidates, so a clean open or close stays
 // cheap. Candidates are this host's segments only: a segment whose host
 // id is another's is never ours to delete (the cluster will keep other
-// hosts' copies in the same store). The open segment is never one.
+// hosts' copies in the same store). No open segment (of any class) is one.
 //
 // A candidate the walk finds referenced is kept and logged loudly; at
 // open its count is restored from the walk, so that overwriting one of

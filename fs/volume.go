@@ -256,7 +256,7 @@ func (f *FS) putBlocks(ino, first uint64, data []byte) error {
 
 // putBlocksFrom is putBlocks of n blocks that block(i) returns one by one.
 func (f *FS) putBlocksFrom(ino, first uint64, n int, block func(i int) []byte) error {
-	exts, err := f.log.AppendBlocks(ino, first, n, block)
+	exts, err := f.log.AppendBlocks(f.volumeClass(ino), ino, first, n, block)
 	if err != nil {
 		return f.ioErr("write", err)
 	}
