@@ -91,6 +91,11 @@ type FS struct {
 	wbDone chan struct{}
 
 	wc *wcache // the write-back cache (fs/wcache.go)
+	// memory pressure (fs/mempressure.go): the file of the last PSI event,
+	// events relieved, when one was last logged (unix nanoseconds).
+	pressureFrom   atomic.Pointer[string]
+	pressureEvents atomic.Int64
+	pressureLogged atomic.Int64
 
 	compactor *compactor // background compaction (fs/compact.go)
 
@@ -124,6 +129,13 @@ func Open(opts Options) (*FS, error) {
 	}
 	if opts.WriteCache == 0 {
 		opts.WriteCache = DefaultWriteCache()
+	}
+	if lim, where := CgroupMemoryLimit(); lim > 0 && opts.WriteCache > lim/cgroupShare {
+		// The cache's dirty pages cannot be reclaimed: keep them to a
+		// share of the cgroup's limit (fs/mempressure.go).
+		opts.Logger.Printf("write cache: %d MiB instead of %d MiB, 1/%d of the memory limit %d MiB of cgroup %s",
+			lim/cgroupShare>>20, opts.WriteCache>>20, cgroupShare, lim>>20, where)
+		opts.WriteCache = max(lim/cgroupShare, cacheSlabBytes)
 	}
 	if opts.DirtyExpire == 0 {
 		opts.DirtyExpire = HostDirtyExpire()

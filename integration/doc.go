@@ -13,7 +13,10 @@
 // --reflink/copy_file_range (sparse, equal, isolated), ext4 in an image (mkfs,
 // e2fsck, loop mount), cp -a of a tree, SIGKILL crash cycles with fsync'd records,
 // files and clones, clean-shutdown and fsync durability, ENOSPC and space use on a
-// small tmpfs, a corrupted block reading as EIO, and the CLI's refusals.
+// small tmpfs, a corrupted block reading as EIO, and the CLI's refusals. Memory:
+// vafs in a memory cgroup (v2, or v1 where the memory controller is bound there)
+// whose limit is below --write-cache, beside a memory hog: no OOM kill, data
+// verified (a root run that cannot create the cgroup fails).
 // Clones and snapshots: vafs clone of a 1 GiB file (equal, isolated both ways,
 // across remounts, no new space), of a directory tree (modes, owners, times,
 // symlinks, xattrs) and of a snapshot; cp --reflink=auto of a fully written

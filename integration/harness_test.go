@@ -37,6 +37,9 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if size := os.Getenv(hogEnv); size != "" {
+		os.Exit(runHog(size)) // the test binary as a memory hog (memory_test.go)
+	}
 	os.Exit(runMain(m))
 }
 
@@ -301,10 +304,19 @@ func startMount(t testing.TB, data, mnt string, extra ...string) *Mount {
 
 func tryStartMount(t testing.TB, data, mnt string, extra ...string) (*Mount, error) {
 	t.Helper()
+	return tryStartMountVia(t, nil, data, mnt, extra...)
+}
+
+// tryStartMountVia is tryStartMount with the command run through wrap (a
+// program and its arguments that exec the rest, e.g. into a cgroup); the
+// wrapper must exec vafs in its own process, so that signals reach it.
+func tryStartMountVia(t testing.TB, wrap []string, data, mnt string, extra ...string) (*Mount, error) {
+	t.Helper()
 	args := append([]string{"mount", "--data", data}, extra...)
 	args = append(args, extraMountFlags()...)
 	args = append(args, mnt)
-	cmd := exec.Command(vafsBin, args...)
+	argv := append(append(append([]string{}, wrap...), vafsBin), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	// If the test binary dies (go test -timeout), SIGTERM lets vafs unmount itself.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	pr, pw, err := os.Pipe()
