@@ -1,5 +1,8 @@
 package fs
 
+// Room "lifecycle" (doc.go, "Rooms"): fsck (Check, Repair) opens a data
+// dir on its own, read-only unless repairing.
+
 import (
 	"errors"
 	"fmt"
@@ -289,15 +292,6 @@ func checkLocked(opts Options) (*CheckReport, error) {
 	}
 	mr.Problems = append(mr.Problems, probs...)
 	return rep, nil
-}
-
-func segmentSize(store blocks.Store, id blocks.SegmentID) (int64, error) {
-	sf, err := store.Open(id)
-	if err != nil {
-		return 0, err
-	}
-	defer sf.Close()
-	return sf.Size()
 }
 
 func sortedIDs[V any](m map[blocks.SegmentID]V) []blocks.SegmentID {

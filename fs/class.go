@@ -1,5 +1,7 @@
 package fs
 
+// Room "store" (doc.go, "Rooms"; see store.go).
+
 import "github.com/vafs/vafs/blocks"
 
 // Placement classes (docs/format.md, "Placement classes"): a volume's new

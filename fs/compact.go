@@ -1,5 +1,10 @@
 package fs
 
+// Room "space" (doc.go, "Rooms"): compaction. With sweep.go (dead and
+// unreferenced segments) and usage.go (describe, df), the room that gives
+// space back and counts it. It calls namespace, snapshot, volume, commit,
+// cache and store.
+
 import (
 	"errors"
 	"fmt"

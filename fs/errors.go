@@ -1,5 +1,7 @@
 package fs
 
+// Room "lifecycle" (doc.go, "Rooms"): the package's error sentinels.
+
 import "errors"
 
 // Sentinels; fs/fuse maps each to one errno.

@@ -1,5 +1,9 @@
 package fs
 
+// Room "lifecycle" (doc.go, "Rooms"): the FS and its Options, Open (the
+// data dir lock, recovery, the fsync journal's replay), Close, statfs. It
+// may call every room.
+
 import (
 	"errors"
 	"fmt"
@@ -305,42 +309,6 @@ func LockHolder(dir string) int {
 	return pid
 }
 
-func (f *FS) committer() {
-	defer close(f.done)
-	t := time.NewTicker(min(f.opts.CommitInterval, f.opts.DirtyExpire))
-	defer t.Stop()
-	for {
-		select {
-		case <-f.stop:
-			return
-		case <-t.C:
-			if f.commitDue() {
-				if err := f.backgroundCommit(); err != nil {
-					f.lg.Printf("background commit: %v", err)
-				}
-			}
-		}
-	}
-}
-
-// commitDue says whether the background commit runs now. While the
-// write-back cache holds blocks, not before the oldest is DirtyExpire old:
-// the cache is to a volume what the page cache is to a plain file, and the
-// kernel writes a file's dirty pages back once they are
-// vm.dirty_expire_centisecs old (30 s), not every 5 s; a commit every 5 s
-// rewrote a guest's whole working set to the log every 5 s (a guest
-// rewriting 1 GiB at 2 GB/s paid a 1 GiB commit per 5 s of writes). Tree
-// changes without cached blocks behind them (writes that went to the log,
-// a flushed volume) are committed every CommitInterval as before. A
-// commit, whenever it runs, holds every write made before it, cached or
-// not. fsync commits at once either way.
-func (f *FS) commitDue() bool {
-	if f.wc.used.Load() > 0 {
-		return f.wc.expired(f.opts.DirtyExpire)
-	}
-	return f.trees.Dirty() > 0
-}
-
 // HostDirtyExpire is the host's vm.dirty_expire_centisecs (at most 10
 // minutes; 30 s, the kernel's default, if it cannot be read).
 func HostDirtyExpire() time.Duration {
@@ -353,212 +321,6 @@ func HostDirtyExpire() time.Duration {
 		return 30 * time.Second
 	}
 	return min(time.Duration(cs)*10*time.Millisecond, 10*time.Minute)
-}
-
-// Commit makes everything written so far durable: what the write-back
-// cache holds goes to the log, the appended blocks are synced, then one
-// synced Pebble batch with the trees, refcounts and heads that reach them.
-// Afterwards segments no tree references are removed.
-func (f *FS) Commit() error { return f.commitWith(nil) }
-
-// commitVolume makes one volume durable: its cached writes go to the log
-// (beside its writers; other volumes' caches are left alone), then the
-// trees are committed as they are (commitMeta). This is fsync: one VM's
-// fsync writes out its own cached data, never a neighbour's
-// (docs/write-cache.md, "Per-volume fsync").
-func (f *FS) commitVolume(ino uint64) error {
-	failed := f.vol(ino).c.jrestart()
-	err := f.flushVolume(ino)
-	if err == nil {
-		err = f.commitMeta()
-	}
-	if err != nil {
-		failed()
-	}
-	return err
-}
-
-// commitMeta commits the trees as they are, flushing no cache: what is in
-// them is every volume's writes that reached the log, each a set of whole
-// block writes (a disk's contract for writes not yet flushed), with sizes
-// that never run ahead of their data (extending writes are not cached).
-//
-// Commits are grouped: a caller that registers while another commit is
-// under way waits for it, and the next one to run covers every caller
-// registered before its capture, so concurrent fsyncs of different volumes
-// share one metadata batch and one sync.
-func (f *FS) commitMeta() error {
-	f.groupMu.Lock()
-	f.groupReq++
-	my := f.groupReq
-	f.groupMu.Unlock()
-	f.commitMu.Lock()
-	defer f.commitMu.Unlock()
-	f.groupMu.Lock()
-	if f.groupDone >= my {
-		f.groupMu.Unlock()
-		return nil
-	}
-	upto := f.groupReq
-	f.groupMu.Unlock()
-	f.state.Lock()
-	b := f.db.NewBatch()
-	f.db.SetNextSeq(f.log.NextSeq())
-	drops := f.journalDrops(b)
-	fl := f.trees.Flush(b)
-	f.state.Unlock()
-	if err := f.land(b, fl, drops); err != nil {
-		return err
-	}
-	f.groupMu.Lock()
-	f.groupDone = max(f.groupDone, upto)
-	f.groupMu.Unlock()
-	return nil
-}
-
-// backgroundCommit writes the cache out and commits, without holding
-// commitMu while it writes: an fsync meanwhile commits beside it instead
-// of waiting for up to DirtyExpire of every volume's writes.
-func (f *FS) backgroundCommit() error {
-	if f.wc.used.Load() > 0 {
-		// Blocks cached from here on are aged from now.
-		since := time.Now().UnixNano()
-		f.wc.dirtySince.Store(since)
-		if err := f.flushAll(); err != nil {
-			f.wc.dirtySince.Store(1) // "old": retried at the next tick
-			return err
-		}
-		if f.wc.used.Load() == 0 {
-			f.wc.dirtySince.CompareAndSwap(since, 0)
-		}
-	}
-	return f.commitMeta()
-}
-
-// commitWith is Commit with a change made atomically with it: fn runs
-// under the state lock held exclusively (no write, no other change in
-// flight), may change the trees and add namespace records to the batch,
-// and everything lands in the one synced batch. A crash leaves either the
-// state before fn or the state after it. fn must check before it changes
-// anything: an error from fn aborts the commit, but tree changes it made
-// stay in memory.
-//
-// Every commitWith holds every write made before it began, whatever the
-// volume, cached ones included (fs/wcache.go). fsync and the background
-// commit use commitMeta instead, which holds what the trees hold.
-func (f *FS) commitWith(fn func(b *meta.Batch) error) error {
-	f.commitMu.Lock()
-	defer f.commitMu.Unlock()
-	all := true
-	if f.wc.used.Load() > 0 {
-		if fn == nil {
-			// Generation mode: freeze what is cached as this commit's and
-			// flush it beside the writers, who go on caching into a new
-			// generation; the trees change only by this flush, so what is
-			// captured below is the state at the freeze. The first other
-			// change to a tree in the window (fold) turns it into the
-			// mode below. An fn (snapshot, clone, rollback...) needs every
-			// volume's cache empty when it runs: it uses the mode below.
-			if err := f.flushGeneration(); err != nil {
-				return err
-			}
-			all = f.wc.committing.Load()
-		}
-		if all {
-			// The cache is flushed beside the writers, whose writes
-			// meanwhile go to the log directly (storeBlocks), so the flush
-			// ends; what slipped in is flushed under the state lock. The
-			// commit then holds a prefix of every writer's writes, never a
-			// later write without an earlier one.
-			f.wc.committing.Store(true)
-			if err := f.flushAll(); err != nil {
-				f.endWindow(err)
-				return err
-			}
-		}
-	}
-	if fn != nil {
-		// fn may change a volume's content (rollback): no fsync journal
-		// record may be on its way then (fs/journal.go). Once captured,
-		// the change keeps the volume unsettled until it lands.
-		f.jmu.Lock()
-	}
-	unlock := func() {
-		f.state.Unlock()
-		if fn != nil {
-			f.jmu.Unlock()
-		}
-	}
-	f.state.Lock()
-	all = all || f.wc.committing.Load()
-	if err := f.flushLocked(all); err != nil {
-		f.endWindowLocked(err)
-		unlock()
-		return err
-	}
-	if all {
-		f.wc.dirtySince.Store(0) // nothing is cached now
-	}
-	f.endWindowLocked(nil)
-	b := f.db.NewBatch()
-	if fn != nil {
-		if err := fn(b); err != nil {
-			unlock()
-			b.Close()
-			return err
-		}
-	}
-	f.db.SetNextSeq(f.log.NextSeq())
-	drops := f.journalDrops(b)
-	fl := f.trees.Flush(b)
-	unlock()
-	return f.land(b, fl, drops)
-}
-
-// land makes a captured commit durable: the blocks its trees reach are
-// synced, then its batch is committed with a sync; then segments it found
-// dead are removed. Caller holds commitMu.
-func (f *FS) land(b *meta.Batch, fl *meta.Flushed, drops []jdrop) error {
-	if err := f.log.Sync(); err != nil {
-		b.Close()
-		f.trees.Unflush(fl)
-		journalUndrop(drops)
-		if errors.Is(err, blocks.ErrSyncFailed) && f.syncFailLogged.CompareAndSwap(false, true) {
-			f.lg.Printf("SYNC FAILED, no more commits (every fsync returns EIO; what was fsynced before is safe): %v", err)
-		}
-		return f.ioErr("commit: sync blocks", err)
-	}
-	if err := b.Commit(true); err != nil {
-		f.trees.Unflush(fl)
-		journalUndrop(drops)
-		return f.ioErr("commit: metadata", err)
-	}
-	f.trees.Landed(fl)
-	if len(fl.Dead) > 0 {
-		// Re-check under the state lock: a dead segment may have been
-		// referenced again (it was still open) since the flush.
-		f.state.Lock()
-		f.gcMu.Lock()
-		refs := f.trees.SegRefs()
-		for _, seg := range fl.Dead {
-			if refs[seg] == 0 {
-				if err := f.log.Remove(blocks.SegmentID(seg)); err != nil {
-					f.lg.Printf("remove dead segment %016x: %v", seg, err)
-				}
-			}
-		}
-		f.gcMu.Unlock()
-		f.state.Unlock()
-	}
-	f.trees.Trim()
-	return nil
-}
-
-func (f *FS) ioErr(what string, err error) error {
-	if errors.Is(err, blocks.ErrNoSpace) || errors.Is(err, syscall.ENOSPC) {
-		return fmt.Errorf("%w: %s: %v", ErrNoSpace, what, err)
-	}
-	return fmt.Errorf("fs: %s: %w", what, err)
 }
 
 // Close commits and closes everything. The FS cannot be used afterwards.
@@ -626,19 +388,6 @@ func (f *FS) inodesInUse() (uint64, error) {
 	return n, nil
 }
 
-func (f *FS) vol(ino uint64) *volume {
-	f.vmu.Lock()
-	defer f.vmu.Unlock()
-	v := f.vols[ino]
-	if v == nil {
-		v = &volume{}
-		// Nothing of it is cached yet: the journal may track it from here.
-		v.c.j.track = true
-		f.vols[ino] = v
-	}
-	return v
-}
-
 // syncDirOf fsyncs the parent directory of path.
 func syncDirOf(path string) error {
 	d, err := os.Open(filepath.Dir(filepath.Clean(path)))
@@ -649,5 +398,65 @@ func syncDirOf(path string) error {
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("fs: sync parent of %s: %w", path, err)
 	}
+	return nil
+}
+
+// replayJournal applies, at mount, the records a crash left: in order, each
+// record's blocks within the volume's size are written to the log and
+// mapped, and its times kept when newer; then one commit makes that
+// durable and deletes them. A crash in between replays them again (a
+// record rewrites the same blocks with the same data).
+func (f *FS) replayJournal() error {
+	type key struct{ ino, seq uint64 }
+	var keys []key
+	var blocksN int
+	err := f.db.Journal(func(r *meta.JournalRecord) error {
+		keys = append(keys, key{r.Ino, r.Seq})
+		in, err := f.db.GetInode(r.Ino)
+		if errors.Is(err, meta.ErrNotFound) {
+			return nil // deleted since
+		}
+		if err != nil {
+			return err
+		}
+		if in.Mode&syscall.S_IFMT != syscall.S_IFREG {
+			return nil
+		}
+		h, err := f.trees.Head(r.Ino)
+		if err != nil {
+			return err
+		}
+		end := (h.Size + BlockSize - 1) / BlockSize
+		for _, run := range r.Runs {
+			n := uint64(len(run.Data) / BlockSize)
+			if run.First >= end {
+				continue
+			}
+			n = min(n, end-run.First)
+			if err := f.putBlocks(r.Ino, run.First, run.Data[:n*BlockSize]); err != nil {
+				return err
+			}
+			blocksN += int(n)
+		}
+		if r.Mtime > h.Mtime {
+			return f.trees.SetTimes(r.Ino, r.Mtime, max(r.Ctime, h.Ctime))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	if err := f.commitWith(func(b *meta.Batch) error {
+		for _, k := range keys {
+			b.DelJournal(k.ino, k.seq)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	f.lg.Printf("applied %d fsync journal records (%d blocks)", len(keys), blocksN)
 	return nil
 }

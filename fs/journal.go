@@ -1,9 +1,9 @@
 package fs
 
+// Room "cache" (doc.go, "Rooms"; see wcache.go).
+
 import (
-	"errors"
 	"slices"
-	"syscall"
 
 	"github.com/vafs/vafs/meta"
 )
@@ -289,64 +289,4 @@ func journalCover(marks map[*volume]uint64) {
 	for v, k := range marks {
 		v.c.jcover(k)
 	}
-}
-
-// replayJournal applies, at mount, the records a crash left: in order, each
-// record's blocks within the volume's size are written to the log and
-// mapped, and its times kept when newer; then one commit makes that
-// durable and deletes them. A crash in between replays them again (a
-// record rewrites the same blocks with the same data).
-func (f *FS) replayJournal() error {
-	type key struct{ ino, seq uint64 }
-	var keys []key
-	var blocksN int
-	err := f.db.Journal(func(r *meta.JournalRecord) error {
-		keys = append(keys, key{r.Ino, r.Seq})
-		in, err := f.db.GetInode(r.Ino)
-		if errors.Is(err, meta.ErrNotFound) {
-			return nil // deleted since
-		}
-		if err != nil {
-			return err
-		}
-		if in.Mode&syscall.S_IFMT != syscall.S_IFREG {
-			return nil
-		}
-		h, err := f.trees.Head(r.Ino)
-		if err != nil {
-			return err
-		}
-		end := (h.Size + BlockSize - 1) / BlockSize
-		for _, run := range r.Runs {
-			n := uint64(len(run.Data) / BlockSize)
-			if run.First >= end {
-				continue
-			}
-			n = min(n, end-run.First)
-			if err := f.putBlocks(r.Ino, run.First, run.Data[:n*BlockSize]); err != nil {
-				return err
-			}
-			blocksN += int(n)
-		}
-		if r.Mtime > h.Mtime {
-			return f.trees.SetTimes(r.Ino, r.Mtime, max(r.Ctime, h.Ctime))
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if len(keys) == 0 {
-		return nil
-	}
-	if err := f.commitWith(func(b *meta.Batch) error {
-		for _, k := range keys {
-			b.DelJournal(k.ino, k.seq)
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	f.lg.Printf("applied %d fsync journal records (%d blocks)", len(keys), blocksN)
-	return nil
 }

@@ -1,5 +1,8 @@
 package fs
 
+// Room "commit" (doc.go, "Rooms"; see commit.go): memory pressure makes
+// the background flusher write everything out and commit early.
+
 import (
 	"bufio"
 	"errors"

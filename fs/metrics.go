@@ -1,5 +1,7 @@
 package fs
 
+// Room "lifecycle" (doc.go, "Rooms"): counters.
+
 import "sync/atomic"
 
 // corruptReads counts reads that failed a checksum since start.

@@ -1,5 +1,10 @@
 package fs
 
+// Room "namespace" (doc.go, "Rooms"): directories, files, symlinks, hard
+// links, xattrs and open counts. It owns nsMu and applies its changes to
+// Pebble at once, in small unsynced batches, under the state read lock.
+// It calls volume (a size change is a truncate), commit, cache and store.
+
 import (
 	"errors"
 	"fmt"
@@ -33,25 +38,6 @@ func (a Attr) IsDir() bool { return a.Mode&syscall.S_IFMT == syscall.S_IFDIR }
 
 // IsRegular reports whether the attributes are a regular file's.
 func (a Attr) IsRegular() bool { return a.Mode&syscall.S_IFMT == syscall.S_IFREG }
-
-func isReg(mode uint32) bool { return mode&syscall.S_IFMT == syscall.S_IFREG }
-func isDir(mode uint32) bool { return mode&syscall.S_IFMT == syscall.S_IFDIR }
-
-func now() int64 { return time.Now().UnixNano() }
-
-// inode reads an inode that a directory entry or the kernel refers to. Its
-// absence is ErrNotFound only when the caller says the ino came from
-// outside; an entry pointing at nothing is corruption.
-func (f *FS) inode(ino uint64) (*meta.Inode, error) {
-	in, err := f.db.GetInode(ino)
-	if errors.Is(err, meta.ErrNotFound) {
-		return nil, fmt.Errorf("%w: inode %d", ErrNotFound, ino)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	return in, nil
-}
 
 func (f *FS) attr(ino uint64, in *meta.Inode) (Attr, error) {
 	a := Attr{Ino: ino, Mode: in.Mode, Nlink: in.Nlink, Uid: in.Uid, Gid: in.Gid, Rdev: in.Rdev, Size: in.Size,
@@ -772,6 +758,14 @@ func (f *FS) Release(ino uint64, write bool) error {
 	}
 	if err := b.Commit(false); err != nil {
 		return f.ioErr("release", err)
+	}
+	return nil
+}
+
+// reserved refuses names the binding uses itself.
+func reserved(parent uint64, name string) error {
+	if parent == meta.RootIno && name == SnapshotName {
+		return fmt.Errorf("%w: %s is reserved for snapshots", ErrPerm, SnapshotName)
 	}
 	return nil
 }

@@ -1,7 +1,10 @@
 package fs
 
+// Room "snapshot" (doc.go, "Rooms"): snapshots, clones and rollback, each
+// one commit with a function (commitWith), which flushes every cache
+// first. It calls namespace, volume, commit, cache and store.
+
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"syscall"
@@ -55,29 +58,8 @@ type CompactStats struct {
 // snapshots as read-only files; no real file may take that name.
 const SnapshotName = ".snapshots"
 
-// reserved refuses names the binding uses itself.
-func reserved(parent uint64, name string) error {
-	if parent == meta.RootIno && name == SnapshotName {
-		return fmt.Errorf("%w: %s is reserved for snapshots", ErrPerm, SnapshotName)
-	}
-	return nil
-}
-
 func snapshotOf(s meta.Snapshot) Snapshot {
 	return Snapshot{Name: s.Name, ID: s.ID, Vol: s.Vol, Created: time.Unix(0, s.Created), Size: s.Head.Size, Blocks: s.Head.Blocks}
-}
-
-// metaErr maps what the tree operations report to fs sentinels.
-func metaErr(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, meta.ErrExists):
-		return fmt.Errorf("%w: %v", ErrExists, err)
-	case errors.Is(err, meta.ErrNotFound):
-		return fmt.Errorf("%w: %v", ErrNotFound, err)
-	}
-	return fmt.Errorf("%w: %v", ErrCorrupt, err)
 }
 
 // SnapshotCreate freezes the current state of a regular file under name.

@@ -1,5 +1,7 @@
 package fs
 
+// Room "space" (doc.go, "Rooms"; see compact.go).
+
 import (
 	"fmt"
 	"sort"

@@ -1,5 +1,11 @@
 package fs
 
+// Room "volume" (doc.go, "Rooms"): the volume I/O API (read, write,
+// truncate, fallocate, seek, copy_file_range, fsync). It owns each
+// volume's writer lock (volume.wmu) and calls commit (fsync), cache (the
+// write-back cache and the fsync journal) and store: a write goes
+// WriteAt -> storeBlocks (cache) -> putBlocks (store) -> blocks.Log.
+
 import (
 	"errors"
 	"fmt"
@@ -247,27 +253,6 @@ func (f *FS) WriteAt(ino uint64, p []byte, off int64) (int, error) {
 		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	return len(p), nil
-}
-
-// putBlocks appends whole blocks and maps them. Caller holds v.wmu and state.
-func (f *FS) putBlocks(ino, first uint64, data []byte) error {
-	return f.putBlocksFrom(ino, first, len(data)/BlockSize, func(i int) []byte { return data[i*BlockSize : (i+1)*BlockSize] })
-}
-
-// putBlocksFrom is putBlocks of n blocks that block(i) returns one by one.
-func (f *FS) putBlocksFrom(ino, first uint64, n int, block func(i int) []byte) error {
-	exts, err := f.log.AppendBlocks(f.volumeClass(ino), ino, first, n, block)
-	if err != nil {
-		return f.ioErr("write", err)
-	}
-	blk := first
-	for _, e := range exts {
-		if err := f.trees.Map(ino, blk, uint64(e.N), uint64(e.Seg), e.Index); err != nil {
-			return fmt.Errorf("%w: %v", ErrCorrupt, err)
-		}
-		blk += uint64(e.N)
-	}
-	return nil
 }
 
 // zeroRange makes [off, off+n) read as zeros: whole blocks become holes,

@@ -1,5 +1,11 @@
 package fs
 
+// Room "cache" (doc.go, "Rooms"): the write-back cache (wcache, each
+// volume's volCache) and, in journal.go, the fsync journal. It owns the
+// cache's locks (wcache.mu, volCache.mu, volCache.flushMu) and the
+// journal's (jmu shared by a record on its way, jvmu), and calls only
+// store.
+
 import (
 	"math/bits"
 	"slices"
@@ -791,7 +797,7 @@ func (f *FS) flushGeneration() error {
 		v.c.freeze()
 	}
 	marks := f.journalMarks() // the frozen flush covers every record so far
-	f.wc.dirtySince.Store(0) // what is cached from here on is the new generation
+	f.wc.dirtySince.Store(0)  // what is cached from here on is the new generation
 	f.wc.gen.Store(true)
 	f.state.Unlock()
 	if f.wc.frozenHook != nil {
@@ -1070,51 +1076,4 @@ func (f *FS) dirtyPages(ino uint64) uint64 {
 		return 0
 	}
 	return uint64(v.c.n.Load())
-}
-
-// writeBack is the background flusher: while the cache holds more than
-// half its size, the volumes with the most cached blocks are flushed (into
-// the trees; the next commit makes them durable). After a memory pressure
-// event it writes everything out and commits at once (relieve), and until
-// the pressure has passed "its size" is the lowered one (wcache.size).
-func (f *FS) writeBack() {
-	defer close(f.wbDone)
-	psiDone := make(chan struct{})
-	go func() {
-		defer close(psiDone)
-		f.watchPressure(f.stop)
-	}()
-	defer func() { <-psiDone }()
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-f.stop:
-			return
-		case <-t.C:
-		case <-f.wc.kick:
-		}
-		if f.wc.pressed.Swap(false) {
-			f.relieve()
-		}
-		if bg := f.wc.bgSize(); f.wc.used.Load() > bg && !f.wc.gen.Load() { // a window's flush is under way
-			vols := f.cachedVolumes()
-			inos := make([]uint64, 0, len(vols))
-			for ino := range vols {
-				inos = append(inos, ino)
-			}
-			slices.SortFunc(inos, func(a, b uint64) int { return int(vols[b].c.n.Load() - vols[a].c.n.Load()) })
-			for _, ino := range inos {
-				if f.wc.used.Load() <= bg/2 {
-					break
-				}
-				if err := f.flushVolume(ino); err != nil {
-					f.lg.Printf("write-back of volume %d: %v", ino, err)
-				}
-			}
-		}
-		if f.wc.mapped.Load() > f.wc.used.Load() && time.Since(time.Unix(0, f.wc.lastPut.Load())) > trimAfter {
-			f.wc.trim()
-		}
-	}
 }
