@@ -559,3 +559,63 @@ func (f *syncFailFile) SyncTo(length int64) (bool, error) {
 	}
 	return f.File.SyncTo(length)
 }
+
+// TestFsckReportsJournal: fsck counts the records a crash left (fsynced
+// data the next mount applies), keeps them, and calls the data dir clean;
+// after the mount applied them there are none.
+func TestFsckReportsJournal(t *testing.T) {
+	d := newPCDisk(t, false)
+	opts := journalOpts(d)
+	f, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := create(t, f, "a")
+	if err := f.Truncate(a, 64*BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Fsync(a); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := f.WriteAt(a, bytes.Repeat(blockOf(byte(i+1)), 2), int64(i*10)*BlockSize); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Fsync(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.powerCut(f, nil)
+	for _, repair := range []bool{false, true} {
+		check := Check
+		if repair {
+			check = Repair
+		}
+		rep, err := check(d.options(opts))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.JournalRecords != 3 || rep.JournalBlocks != 6 || !rep.Clean() {
+			t.Fatalf("repair %v: %d records, %d blocks, clean %v (%v); want 3, 6, clean", repair, rep.JournalRecords, rep.JournalBlocks, rep.Clean(), rep.Problems)
+		}
+	}
+	if f, err = Open(d.options(opts)); err != nil {
+		t.Fatal(err)
+	}
+	got := readAll(t, f, a, 64*BlockSize)
+	for i := range 3 {
+		if got[i*10*BlockSize] != byte(i+1) || got[(i*10+1)*BlockSize] != byte(i+1) {
+			t.Fatalf("write %d not there after the mount applied the journal", i)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Check(d.options(opts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.JournalRecords != 0 || !rep.Clean() {
+		t.Fatalf("after the mount: %d records, clean %v", rep.JournalRecords, rep.Clean())
+	}
+}

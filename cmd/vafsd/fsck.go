@@ -84,6 +84,10 @@ func printReport(data string, rep *fs.CheckReport) {
 	for _, p := range rep.Problems {
 		fmt.Println("  PROBLEM:", p)
 	}
+	if rep.JournalRecords > 0 {
+		fmt.Printf("  JOURNAL: %d fsync journal records (%d blocks) left by a crash: fsynced data the next mount applies to its volumes\n",
+			rep.JournalRecords, rep.JournalBlocks)
+	}
 	for _, s := range rep.Unreferenced {
 		switch {
 		case s.Foreign: // a PROBLEM line above
