@@ -619,3 +619,44 @@ func TestFsckReportsJournal(t *testing.T) {
 		t.Fatalf("after the mount: %d records, clean %v", rep.JournalRecords, rep.Clean())
 	}
 }
+
+// TestFsyncJournalAfterBurst: a burst of new data followed by an fsync
+// makes the volume write through (nothing coalesced: judge); a writer
+// that then syncs after every small write ends that at its first fsync,
+// and its next fsyncs are journal records. (Before, write-through held
+// for 10 s and every fsync committed.)
+func TestFsyncJournalAfterBurst(t *testing.T) {
+	d := newPCDisk(t, false)
+	f, err := Open(journalOpts(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	a := create(t, f, "a")
+	if err := f.Truncate(a, 1024*BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Fsync(a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(a, bytes.Repeat(blockOf(1), 600), 0); err != nil { // a burst, cached
+		t.Fatal(err)
+	}
+	if err := f.Fsync(a); err != nil {
+		t.Fatal(err)
+	}
+	if f.vol(a).c.throughUntil.Load() == 0 {
+		t.Fatal("the burst did not make the volume write through: the test does not test what it says")
+	}
+	for i := range 5 {
+		if _, err := f.WriteAt(a, blockOf(byte(2+i)), int64(700+i)*BlockSize); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Fsync(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := journalRecords(t, f); n < 4 {
+		t.Fatalf("%d journal records after 5 small fsyncs following a burst, want at least 4", n)
+	}
+}

@@ -547,6 +547,12 @@ func (f *FS) copyBytes(src, srcOff, dst, dstOff, n uint64) (uint64, error) {
 // volume's cached writes are written out (commitVolume).
 func (f *FS) Fsync(ino uint64) error {
 	v := f.vol(ino)
+	if v.c.sinceSync.Swap(0) <= journalMax {
+		// A writer that syncs after a few blocks (a database) is what the
+		// fsync journal is for: write-through, if judged after a burst,
+		// ends here.
+		v.c.throughUntil.Store(0)
+	}
 	if taken, err := f.journalFsync(ino, v); taken {
 		return err
 	}

@@ -556,6 +556,10 @@ type volCache struct {
 	// throughUntil (unix nanoseconds): until then the volume's writes go to
 	// the log directly, because caching them coalesced nothing.
 	throughUntil atomic.Int64
+	// sinceSync counts the blocks written to the volume (cached or not)
+	// since its last fsync: an fsync after only a few ends write-through
+	// (Fsync), so that the next ones can be journal records.
+	sinceSync atomic.Int64
 
 	// flushMu is held by a flush step, by a write that goes to the log
 	// directly, and by the deletion of the volume.
@@ -746,6 +750,7 @@ func (v *volCache) blocksOf(frozen bool) []uint64 {
 // Caller holds the volume's writer lock and the state read lock.
 func (f *FS) storeBlocks(ino, first uint64, data []byte, cache bool) error {
 	v := f.vol(ino)
+	v.c.sinceSync.Add(int64(len(data) / BlockSize))
 	if cache && f.wc.on() && !f.wc.committing.Load() && time.Now().UnixNano() >= v.c.throughUntil.Load() &&
 		!f.wc.lowSpace(f.log.Space) && v.c.put(f.wc, first, data) {
 		return nil
