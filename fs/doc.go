@@ -38,7 +38,8 @@
 // function, from before its capture to after it), FS.state (read-locked by
 // every mutation, write-locked by a commit while it captures the tree
 // state, by clone/snapshot/rollback for their whole change, and by
-// compaction, describe and df while they walk the trees), FS.nsMu
+// compaction while it walks the trees; describe and df walk a committed
+// view without it), FS.nsMu
 // (namespace changes), volCache.flushMu, then volCache.mu and FS.jvmu
 // (never both), FS.gcMu (read-locked from mapping lookup to block read,
 // write-locked while dead segments are removed).

@@ -105,6 +105,8 @@ type FS struct {
 
 	invalidate func(ino uint64) // set by the binding; may be nil
 
+	viewHook func() // tests: runs in describe and df once their view is taken (usage.go)
+
 	syncFailLogged atomic.Bool // the log's sync failed and it was said (once)
 
 	inoCountMu sync.Mutex

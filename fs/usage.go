@@ -64,8 +64,8 @@ func segmentRecords(size int64) uint64 {
 // Unique counts the file's mapped blocks whose record no other root (no
 // other file, no snapshot, its own included) reaches; SnapshotOnly counts
 // the distinct records that only the file's own snapshots reach. Both come
-// from walks of every tree (docs/compaction.md, "Live records"), taken
-// with the state lock held exclusively so that the trees hold still.
+// from walks of every tree (docs/compaction.md, "Live records") as
+// committed at the call (view): no lock is held through them.
 func (f *FS) Describe(ino uint64) (Description, error) {
 	if err := f.regular(ino); err != nil {
 		return Description{}, err
@@ -85,15 +85,25 @@ func (f *FS) Describe(ino uint64) (Description, error) {
 	}
 	d := Description{Ino: ino, Snapshots: snaps, Origin: in.Origin}
 
-	f.state.Lock()
-	defer f.state.Unlock()
-	h, err := f.trees.Head(ino)
+	trees, done, err := f.view()
+	if err != nil {
+		return Description{}, err
+	}
+	defer done()
+	h, err := trees.Head(ino)
 	if err != nil {
 		return Description{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	roots, err := f.liveRoots()
+	roots, err := trees.Roots()
 	if err != nil {
-		return Description{}, err
+		return Description{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	walk := func(roots []meta.Root) (*meta.Live, error) {
+		l, err := trees.WalkLive(roots, f.segmentBlocks())
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		return l, nil
 	}
 	var others, own []meta.Root
 	for _, r := range roots {
@@ -104,20 +114,20 @@ func (f *FS) Describe(ino uint64) (Description, error) {
 			own = append(own, r)
 		}
 	}
-	other, err := f.walk(others)
+	other, err := walk(others)
 	if err != nil {
 		return Description{}, err
 	}
-	snap, err := f.walk(own)
+	snap, err := walk(own)
 	if err != nil {
 		return Description{}, err
 	}
-	head, err := f.walk([]meta.Root{{Vol: ino, Head: h}})
+	head, err := walk([]meta.Root{{Vol: ino, Head: h}})
 	if err != nil {
 		return Description{}, err
 	}
 	var unique uint64
-	err = f.trees.WalkMapped(h, func(m meta.Mapping) {
+	err = trees.WalkMapped(h, func(m meta.Mapping) {
 		for i := uint64(0); i < m.N; i++ {
 			idx := m.Idx + uint32(i)
 			if !other.Has(m.Seg, idx) && !snap.Has(m.Seg, idx) {
@@ -161,16 +171,19 @@ func (f *FS) Usage() (Usage, error) {
 		return Usage{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	u.Files = files
-	f.state.Lock()
-	u.Snapshots = f.trees.SnapshotCount()
-	roots, err := f.liveRoots()
-	var live *meta.Live
-	if err == nil {
-		live, err = f.walk(roots)
-	}
-	f.state.Unlock()
+	trees, done, err := f.view()
 	if err != nil {
 		return Usage{}, err
+	}
+	defer done()
+	u.Snapshots = trees.SnapshotCount()
+	roots, err := trees.Roots()
+	if err != nil {
+		return Usage{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	live, err := trees.WalkLive(roots, f.segmentBlocks())
+	if err != nil {
+		return Usage{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	for _, r := range roots {
 		if r.Snap == 0 {
@@ -198,4 +211,26 @@ func (f *FS) Usage() (Usage, error) {
 	}
 	u.Metadata = f.db.Usage()
 	return u, nil
+}
+
+// view makes the trees durable (a commit, grouped with any under way) and
+// opens them as committed then, from a Pebble snapshot: describe and df
+// walk that, one consistent state, without the state lock, so no writer
+// or commit waits for their walks (they used to hold the state lock
+// exclusively through them). done releases the snapshot. viewHook (tests)
+// runs once the view is taken.
+func (f *FS) view() (*meta.Trees, func(), error) {
+	if err := f.commitMeta(); err != nil {
+		return nil, nil, err
+	}
+	v := f.db.View()
+	trees, err := meta.OpenTrees(v)
+	if err != nil {
+		v.Close()
+		return nil, nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if f.viewHook != nil {
+		f.viewHook()
+	}
+	return trees, func() { v.Close() }, nil
 }

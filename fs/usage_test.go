@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/vafs/vafs/blocks"
 	"github.com/vafs/vafs/meta"
@@ -205,5 +206,65 @@ func TestUsageWithSnapshotsAndClones(t *testing.T) {
 		Segments: 3, Metadata: u.Metadata}
 	if u != want {
 		t.Fatalf("usage\n got %+v\nwant %+v", u, want)
+	}
+}
+
+// TestDescribeAndDfStopNoWriter: describe and df walk the trees as
+// committed (a Pebble snapshot), holding no lock a writer needs: while one
+// is parked in its walk, another volume is written and fsynced. (They used
+// to hold the state lock exclusively through the walk: every write of
+// every volume waited for it.)
+func TestDescribeAndDfStopNoWriter(t *testing.T) {
+	for _, what := range []string{"describe", "df"} {
+		t.Run(what, func(t *testing.T) {
+			f := openCached(t, t.TempDir(), blocks.NewMemStore(), 64<<20)
+			defer f.Close()
+			a, b := create(t, f, "a"), create(t, f, "b")
+			for _, ino := range []uint64{a, b} {
+				if _, err := f.WriteAt(ino, block(1, 64), 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			parked, release := make(chan struct{}), make(chan struct{})
+			f.viewHook = func() {
+				close(parked)
+				<-release
+			}
+			errc := make(chan error, 1)
+			go func() {
+				var err error
+				if what == "describe" {
+					_, err = f.Describe(a)
+				} else {
+					_, err = f.Usage()
+				}
+				errc <- err
+			}()
+			<-parked
+			wrote := make(chan error, 1)
+			go func() {
+				_, err := f.WriteAt(b, block(2, 8), 4*BlockSize)
+				if err == nil {
+					_, err = f.WriteAt(b, block(3, 1), 200*BlockSize) // extends b: a tree change
+				}
+				if err == nil {
+					err = f.Fsync(b)
+				}
+				wrote <- err
+			}()
+			select {
+			case err := <-wrote:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				close(release)
+				t.Fatalf("a write and fsync of another volume waited for %s's walk", what)
+			}
+			close(release)
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -46,8 +46,11 @@ type Superblock struct {
 
 // DB is the Pebble database of one data dir.
 type DB struct {
-	p  *pebble.DB
-	mu sync.Mutex // guards sb
+	p *pebble.DB
+	// r is what reads go to: p, or for a View, a Pebble snapshot (snap).
+	r    pebble.Reader
+	snap *pebble.Snapshot
+	mu   sync.Mutex // guards sb
 	sb Superblock
 	// superMu orders the batches that carry the superblock: each encodes
 	// S from memory and is applied under it, so the S on disk is always
@@ -100,7 +103,7 @@ func open(dir string, fs vfs.FS, readOnly bool) (*DB, error) {
 			return nil, err
 		}
 	}
-	d := &DB{p: p, readOnly: readOnly}
+	d := &DB{p: p, r: p, readOnly: readOnly}
 	v, closer, err := p.Get([]byte{pfxSuper})
 	switch {
 	case errors.Is(err, pebble.ErrNotFound) && readOnly:
@@ -170,7 +173,22 @@ func (d *DB) initialize() error {
 }
 
 // Close closes the database.
-func (d *DB) Close() error { return d.p.Close() }
+func (d *DB) Close() error {
+	if d.snap != nil {
+		return d.snap.Close()
+	}
+	return d.p.Close()
+}
+
+// View returns a read-only DB of what is committed now, read from a Pebble
+// snapshot: the trees opened on it (OpenTrees) are one consistent
+// committed state whatever commits later, and walking them takes no lock
+// of the live trees. It must not write (NewBatch panics). Close releases
+// it.
+func (d *DB) View() *DB {
+	s := d.p.NewSnapshot()
+	return &DB{r: s, snap: s, readOnly: true, sb: d.Super()}
+}
 
 // Super returns a copy of the superblock as it is in memory.
 func (d *DB) Super() Superblock {
@@ -301,7 +319,7 @@ func (d *DB) get(k []byte) ([]byte, error) {
 	if d.getHook != nil {
 		d.getHook(k)
 	}
-	v, closer, err := d.p.Get(k)
+	v, closer, err := d.r.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, ErrNotFound
 	}
@@ -315,7 +333,7 @@ func (d *DB) get(k []byte) ([]byte, error) {
 
 // scan calls fn for every key with prefix p, in order, until fn returns false.
 func (d *DB) scan(p []byte, fn func(k, v []byte) bool) error {
-	it, err := d.p.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	it, err := d.r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 	if err != nil {
 		return fmt.Errorf("meta: iterate: %w", err)
 	}
