@@ -55,7 +55,13 @@ func heightFor(block uint64) uint8 {
 // its children (or, for a leaf, to each block, counted per segment).
 type Trees struct {
 	db *DB
-	mu sync.Mutex
+	// mu guards everything below. Reads of a volume's blocks (Head,
+	// Lookup) take it shared: every VM's reads pass through it, and an
+	// exclusive lock, however briefly held, queued them behind one
+	// another (with more runnable threads than CPUs, a holder preempted
+	// or a waiter handed the lock but not yet running stalls them all).
+	// No Pebble read happens under it on those paths.
+	mu sync.RWMutex
 
 	nodes map[uint64]*node // cache; dirty nodes are pinned here
 	rc    map[uint64]uint32
@@ -81,8 +87,9 @@ type Trees struct {
 	// CacheNodes bounds the clean nodes kept after a flush.
 	CacheNodes int
 
-	cachedOnly bool             // load fails with *missError instead of reading Pebble (lookupRetry; under mu)
-	fetched    map[uint64]*node // nodes lookupRetry read for its walk but may not cache (freed ones; under mu)
+	fetched map[uint64]*node // nodes lookupRetry read for its walk but may not cache (freed ones; under mu)
+
+	walkHook func(vol uint64) // tests: called in a shared-lock walk of vol (lookupRetry), under mu.RLock
 }
 
 // OpenTrees loads the segment reference counts and prepares the tree cache.
@@ -130,9 +137,6 @@ func (t *Trees) load(id uint64) (*node, error) {
 	if n := t.fetched[id]; n != nil {
 		return n, nil
 	}
-	if t.cachedOnly {
-		return nil, &missError{id}
-	}
 	v, err := t.db.get(key64(pfxNode, id))
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("%w: node %d is referenced but missing", ErrCorrupt, id)
@@ -146,6 +150,19 @@ func (t *Trees) load(id uint64) (*node, error) {
 	}
 	t.nodes[id] = n
 	return n, nil
+}
+
+// cached is load for a walk under mu.RLock: it reads only the cache and
+// fails with *missError for a node not in it (lookupRetry reads that one
+// from Pebble without the lock).
+func (t *Trees) cached(id uint64) (*node, error) {
+	if n := t.nodes[id]; n != nil {
+		return n, nil
+	}
+	if n := t.fetched[id]; n != nil {
+		return n, nil
+	}
+	return nil, &missError{id}
 }
 
 func (t *Trees) getRC(id uint64) (uint32, error) {
@@ -277,10 +294,23 @@ func (t *Trees) mutable(h *Head, id uint64) (*node, error) {
 
 // ---- heads ----
 
+// head returns vol's head, reading the committed one into the cache the
+// first time. Caller holds mu exclusively.
 func (t *Trees) head(vol uint64) (*Head, error) {
 	if h := t.heads[vol]; h != nil {
 		return h, nil
 	}
+	h, err := t.readHead(vol)
+	if err != nil {
+		return nil, err
+	}
+	t.heads[vol] = h
+	return h, nil
+}
+
+// readHead reads vol's committed head from Pebble (the zero Head for a
+// volume never committed).
+func (t *Trees) readHead(vol uint64) (*Head, error) {
 	h := &Head{}
 	v, err := t.db.get(key64(pfxHead, vol))
 	switch {
@@ -292,8 +322,27 @@ func (t *Trees) head(vol uint64) (*Head, error) {
 			return nil, fmt.Errorf("head of volume %d: %w", vol, err)
 		}
 	}
-	t.heads[vol] = h
 	return h, nil
+}
+
+// loadHead caches vol's committed head, read from Pebble without holding
+// mu, so that the first read of a volume after a mount (a cold Pebble read)
+// does not stop every other volume's reads and writes. A head, once
+// cached, stays cached (DeleteVolume leaves an empty one), and every
+// change goes to the cached one: while vol is not cached, what Pebble holds
+// is its head, and if it was cached meanwhile the cached one wins.
+func (t *Trees) loadHead(vol uint64) (Head, error) {
+	h, err := t.readHead(vol)
+	if err != nil {
+		return Head{}, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c := t.heads[vol]; c != nil {
+		return *c, nil
+	}
+	t.heads[vol] = h
+	return *h, nil
 }
 
 func (t *Trees) dirtyHead(vol uint64, h *Head) {
@@ -338,13 +387,17 @@ func (t *Trees) unpend(f *Flushed) {
 // Head returns a copy of a volume's head (the zero Head for a volume never
 // written).
 func (t *Trees) Head(vol uint64) (Head, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	h, err := t.head(vol)
-	if err != nil {
-		return Head{}, err
+	t.mu.RLock()
+	h := t.heads[vol]
+	var c Head
+	if h != nil {
+		c = *h
 	}
-	return *h, nil
+	t.mu.RUnlock()
+	if h != nil {
+		return c, nil
+	}
+	return t.loadHead(vol)
 }
 
 // SetAttrs sets a volume's size and times (zero times are left alone).
@@ -590,32 +643,40 @@ func (t *Trees) leafSet(n *node, base, lo, hi uint64, o *op) {
 // Lookup returns the mappings of blocks [first, first+n) of vol in order,
 // holes included, covering the range exactly.
 func (t *Trees) Lookup(vol, first, n uint64) ([]Mapping, error) {
-	return t.lookupRetry(func() (*Head, error) { return t.head(vol) }, first, n)
+	return t.lookupRetry(vol, nil, first, n)
 }
 
 // LookupHead is Lookup on a frozen head (a snapshot).
 func (t *Trees) LookupHead(h Head, first, n uint64) ([]Mapping, error) {
-	return t.lookupRetry(func() (*Head, error) { return &h, nil }, first, n)
+	return t.lookupRetry(0, &h, first, n)
 }
 
-// lookupRetry walks under t.mu through cached nodes only; at a node that
-// is not cached it drops the lock, reads the node from Pebble, caches it
-// and walks again. So a cold read (a Pebble read, maybe from disk) never
-// holds the lock every volume's reads and writes need: cold reads of
-// different volumes overlap. A node not in the cache is clean, and node
-// ids are never reused, so what Pebble holds for it is its content.
-func (t *Trees) lookupRetry(head func() (*Head, error), first, n uint64) ([]Mapping, error) {
+// lookupRetry walks vol's head (or frozen, when not nil) under t.mu held
+// shared, through cached nodes only: lookups of every volume walk side by
+// side, and wait only for a change in progress. At a head or a node that
+// is not cached it drops the lock, reads it from Pebble, caches it and
+// walks again. So a cold read (a Pebble read, maybe from disk) never holds
+// the lock every volume's reads and writes need: cold reads of different
+// volumes overlap. A node not in the cache is clean, and node ids are
+// never reused, so what Pebble holds for it is its content.
+func (t *Trees) lookupRetry(vol uint64, frozen *Head, first, n uint64) ([]Mapping, error) {
 	for {
-		t.mu.Lock()
-		h, err := head()
-		if err != nil {
-			t.mu.Unlock()
-			return nil, err
+		t.mu.RLock()
+		h := frozen
+		if h == nil {
+			if h = t.heads[vol]; h == nil {
+				t.mu.RUnlock()
+				if _, err := t.loadHead(vol); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if t.walkHook != nil {
+				t.walkHook(vol)
+			}
 		}
-		t.cachedOnly = true
-		out, err := t.lookup(h, first, n)
-		t.cachedOnly = false
-		t.mu.Unlock()
+		out, err := t.lookup(h, first, n, true)
+		t.mu.RUnlock()
 		var miss *missError
 		if !errors.As(err, &miss) {
 			return out, err
@@ -656,16 +717,18 @@ func (t *Trees) lookupRetry(head func() (*Head, error), first, n uint64) ([]Mapp
 	}
 }
 
-// missError: a walk in cachedOnly mode met a node that is not cached.
+// missError: a walk through cached nodes only met a node that is not cached.
 type missError struct{ id uint64 }
 
 func (e *missError) Error() string { return fmt.Sprintf("meta: node %d not cached", e.id) }
 
-func (t *Trees) lookup(h *Head, first, n uint64) ([]Mapping, error) {
+// lookup is Lookup on h; with cachedOnly, through cached nodes only (for
+// a caller holding mu shared), failing with *missError at another.
+func (t *Trees) lookup(h *Head, first, n uint64, cachedOnly bool) ([]Mapping, error) {
 	var out []Mapping
 	next := first
 	end := first + n
-	err := t.walkHead(h, first, end, func(m Mapping) bool {
+	err := t.walkHead(h, first, end, cachedOnly, func(m Mapping) bool {
 		if m.Block > next {
 			out = append(out, Mapping{Block: next, N: m.Block - next})
 		}
@@ -682,7 +745,7 @@ func (t *Trees) lookup(h *Head, first, n uint64) ([]Mapping, error) {
 	return out, nil
 }
 
-func (t *Trees) walkHead(h *Head, lo, hi uint64, fn func(Mapping) bool) error {
+func (t *Trees) walkHead(h *Head, lo, hi uint64, cachedOnly bool, fn func(Mapping) bool) error {
 	if h.Root == 0 || h.Height == 0 {
 		return nil
 	}
@@ -690,14 +753,19 @@ func (t *Trees) walkHead(h *Head, lo, hi uint64, fn func(Mapping) bool) error {
 	if lo >= hi {
 		return nil
 	}
-	_, err := t.walk(h.Root, int(h.Height)-1, 0, lo, hi, fn)
+	_, err := t.walk(h.Root, int(h.Height)-1, 0, lo, hi, cachedOnly, fn)
 	return err
 }
 
 // walk calls fn for every mapped run within [lo, hi), in order; it stops
-// (returning false) when fn does.
-func (t *Trees) walk(id uint64, level int, base, lo, hi uint64, fn func(Mapping) bool) (bool, error) {
-	n, err := t.load(id)
+// (returning false) when fn does. With cachedOnly it loads no node (see
+// cached): the caller may hold mu shared.
+func (t *Trees) walk(id uint64, level int, base, lo, hi uint64, cachedOnly bool, fn func(Mapping) bool) (bool, error) {
+	load := t.load
+	if cachedOnly {
+		load = t.cached
+	}
+	n, err := load(id)
 	if err != nil {
 		return false, err
 	}
@@ -720,7 +788,7 @@ func (t *Trees) walk(id uint64, level int, base, lo, hi uint64, fn func(Mapping)
 		if cb+csp <= lo || cb >= hi {
 			continue
 		}
-		if ok, err := t.walk(c.id, level-1, cb, lo, hi, fn); !ok || err != nil {
+		if ok, err := t.walk(c.id, level-1, cb, lo, hi, cachedOnly, fn); !ok || err != nil {
 			return ok, err
 		}
 	}
@@ -748,7 +816,7 @@ func (t *Trees) NextDataIn(h Head, from uint64) (uint64, bool, error) {
 func (t *Trees) nextData(h *Head, from uint64) (uint64, bool, error) {
 	var blk uint64
 	found := false
-	err := t.walkHead(h, from, MaxBlocks, func(m Mapping) bool {
+	err := t.walkHead(h, from, MaxBlocks, false, func(m Mapping) bool {
 		blk, found = m.Block, true
 		return false
 	})
@@ -775,7 +843,7 @@ func (t *Trees) NextHoleIn(h Head, from uint64) (uint64, error) {
 
 func (t *Trees) nextHole(h *Head, from uint64) (uint64, error) {
 	next := from
-	err := t.walkHead(h, from, MaxBlocks, func(m Mapping) bool {
+	err := t.walkHead(h, from, MaxBlocks, false, func(m Mapping) bool {
 		if m.Block > next {
 			return false
 		}

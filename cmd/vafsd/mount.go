@@ -65,6 +65,7 @@ func runMount(c *cli.Context) error {
 		return err
 	}
 	lg := log.New(os.Stderr, "vafs: ", log.LstdFlags)
+	startPprof(lg)
 	store, err := cachessd.OpenDir(filepath.Join(data, "segments"))
 	if err != nil {
 		return fail(fmt.Errorf("data dir %s cannot be written: %w", data, err))

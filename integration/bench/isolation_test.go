@@ -312,3 +312,42 @@ func TestRenderIsolation(t *testing.T) {
 		}
 	}
 }
+
+// TestColdReadsSameShare: the cold reads are counted, not timed, and both
+// phases read the same share of each file: a phase that read more of a
+// vafs file would find more of it in the host page cache.
+func TestColdReadsSameShare(t *testing.T) {
+	for _, iso := range []isoConfig{fullIso, quickIso} {
+		cc := coldConfig(&config{iso: iso})
+		n := coldIOs(iso)
+		if n <= 0 || n*4096 > iso.coldSize {
+			t.Fatalf("%d reads of 4 KiB in a file of %d bytes", n, iso.coldSize)
+		}
+		want := "--number_ios=" + strconv.FormatInt(n, 10)
+		alone := coldArgs(cc, n)
+		four := coldMultiArgs(cc, n, []string{"a", "b", "c", "d"})
+		for name, args := range map[string][]string{"alone": alone, "four": four} {
+			if slices.Contains(args, "--time_based") {
+				t.Errorf("%s: time based: %q", name, args)
+			}
+			if !slices.Contains(args, want) {
+				t.Errorf("%s: no %s: %q", name, want, args)
+			}
+			if !slices.Contains(args, "--size="+strconv.FormatInt(iso.coldSize, 10)) {
+				t.Errorf("%s: not over the whole file: %q", name, args)
+			}
+			if slices.Contains(args, "--norandommap") {
+				t.Errorf("%s: without fio's random map a block may be read twice: %q", name, args)
+			}
+		}
+		jobs := 0
+		for _, a := range four {
+			if strings.HasPrefix(a, "--name=") {
+				jobs++
+			}
+		}
+		if jobs != coldFiles {
+			t.Errorf("four: %d jobs, want %d: %q", jobs, coldFiles, four)
+		}
+	}
+}
