@@ -1482,6 +1482,7 @@ func (r *modelRun) describeCheck(name string, mf *mfile, unshared bool) error {
 	if err != nil {
 		return fmt.Errorf("describe %s: %w", name, err)
 	}
+	r.committed() // and commits them, to walk them as committed (usage.go, view)
 	var names, want []string
 	for _, s := range d.Snapshots {
 		names = append(names, s.Name)
@@ -1510,6 +1511,7 @@ func (r *modelRun) usageCheck() error {
 	if err != nil {
 		return fmt.Errorf("usage: %w", err)
 	}
+	r.committed()
 	snaps := 0
 	var logical, snapLogical uint64
 	for _, mf := range append(slices.Collect(maps.Values(r.files)), r.orphans...) {
