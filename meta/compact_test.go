@@ -97,7 +97,7 @@ func TestRelocateSharedLeaves(t *testing.T) {
 			moved[idx] = Loc{11, 99 - idx}
 		}
 	}
-	n, err := tr.Relocate(1, l.Leaves(1), moved)
+	n, err := tr.Relocate(1, l.Leaves(1), moved, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestRelocateCoalesces(t *testing.T) {
 	for i := range moved {
 		moved[i] = Loc{5, uint32(10 + i)}
 	}
-	if _, err := tr.Relocate(1, l.Leaves(1), moved); err != nil {
+	if _, err := tr.Relocate(1, l.Leaves(1), moved, nil); err != nil {
 		t.Fatal(err)
 	}
 	ms, _ := tr.Lookup(1, 0, 30)
@@ -217,7 +217,7 @@ func TestRelocateRefuses(t *testing.T) {
 		{"not a leaf", append([]uint64{all[2].Head.Root}, full.Leaves(1)...), every},
 	}
 	for _, c := range cases {
-		if _, err := tr.Relocate(1, c.leaves, c.moved); !errors.Is(err, ErrRelocate) {
+		if _, err := tr.Relocate(1, c.leaves, c.moved, nil); !errors.Is(err, ErrRelocate) {
 			t.Fatalf("%s: %v, want ErrRelocate", c.name, err)
 		}
 		if tr.Dirty() != 0 {

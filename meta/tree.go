@@ -83,6 +83,8 @@ type Trees struct {
 
 	cachedOnly bool             // load fails with *missError instead of reading Pebble (lookupRetry; under mu)
 	fetched    map[uint64]*node // nodes lookupRetry read for its walk but may not cache (freed ones; under mu)
+
+	watch *Watch // a compaction pass's record of changes (meta/compact.go; under mu)
 }
 
 // OpenTrees loads the segment reference counts and prepares the tree cache.
@@ -213,6 +215,9 @@ func (t *Trees) decRef(id uint64) error {
 }
 
 func (t *Trees) free(id uint64) {
+	if t.watch != nil {
+		t.watch.freeing(id)
+	}
 	delete(t.nodes, id)
 	delete(t.dirtyNodes, id)
 	delete(t.rc, id)
@@ -226,6 +231,9 @@ func (t *Trees) segAdd(seg uint64, d int64) {
 }
 
 func (t *Trees) markDirty(n *node) {
+	if t.watch != nil {
+		t.watch.dirtied(n)
+	}
 	n.dirty = true
 	t.dirtyNodes[n.id] = n
 }
