@@ -202,6 +202,9 @@ func (f *FS) compactSegment(v victim, live *meta.Live, w *meta.Watch, walkStart 
 	// The copies stay in the victim's class (its header says which), not
 	// the class of a volume that maps them: a block keeps its placement.
 	class, err := f.log.SegmentClass(v.id)
+	if errors.Is(err, blocks.ErrNotFound) && f.trees.SegRefs()[seg] == 0 {
+		return 0, fmt.Errorf("%w: its last blocks went before it was read", errSkipped)
+	}
 	if err != nil {
 		if errors.Is(err, blocks.ErrChecksum) {
 			f.lg.Printf("CORRUPT: compaction of segment %s: %v", v.id, err)

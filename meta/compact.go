@@ -181,8 +181,9 @@ func (t *Trees) Relocate(victim uint64, leaves []uint64, moved []Loc, w *Watch) 
 	}
 	// The rewrite moves no block and changes no tree's shape: it is not a
 	// change the watch must report.
+	watch := t.watch
 	t.watch = nil
-	defer func() { t.watch = w }()
+	defer func() { t.watch = watch }()
 	rewritten := 0
 	for _, n := range nodes {
 		out := make([]extent, 0, len(n.ext)+4)
