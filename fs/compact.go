@@ -39,20 +39,37 @@ const (
 // joins one error per refused segment; the others are still compacted.
 func (f *FS) Compact() (CompactStats, error) { return f.compact(nil) }
 
+// compactState is what the FS keeps for its compaction passes.
+type compactState struct {
+	mu sync.Mutex // one pass at a time (the trees' Watch is one at a time too)
+	// hook, when set (tests), runs in each pass between the copies of a
+	// victim and the step that validates and redirects its leaves.
+	hook func(victim blocks.SegmentID)
+}
+
 type victim struct {
 	id          blocks.SegmentID
 	live, recs  uint64
 	size        int64
 	refs, walks int64 // stored count and what the walked leaves map
+	quiet       bool  // no tree changed from the walk's start to refs' reading
 }
+
+// errSkipped: a victim was left for a later pass because the trees kept
+// changing under it (not an error to report; not a refusal).
+var errSkipped = errors.New("fs: compact: victim left for a later pass")
+
+// Tries of the validating step per victim: each NotMovedError (records
+// mapped since the walk) has them copied and tries again.
+const compactTries = 4
 
 // compact is one pass; c is the background compactor (its segment size
 // cache and refused set) or nil for an explicit pass.
 func (f *FS) compact(c *compactor) (CompactStats, error) {
 	var st CompactStats
-	f.state.Lock()
-	done, moved, errs := f.compactLocked(c)
-	f.state.Unlock()
+	f.cpass.mu.Lock()
+	defer f.cpass.mu.Unlock()
+	done, moved, errs := f.compactPass(c)
 	st.Moved = moved
 	if len(done) == 0 {
 		return st, errors.Join(errs...)
@@ -78,19 +95,33 @@ func (f *FS) compact(c *compactor) (CompactStats, error) {
 	return st, errors.Join(errs...)
 }
 
-// compactLocked walks every tree, picks the victims and moves them. The
-// caller holds the state lock exclusively.
-func (f *FS) compactLocked(c *compactor) (done []victim, moved uint64, errs []error) {
+// compactPass walks every tree, picks the victims and moves them, without
+// the state lock: writes, punches, commits, snapshots go on beside it. A
+// Watch started before the walk records which leaves changed and which
+// nodes went meanwhile; only the last step per victim (Trees.Relocate,
+// which reads the leaves as they are then and redirects what still maps
+// the victim) runs with the state lock held exclusively. The caller holds
+// f.cpass.mu. It returns the victims whose leaves were redirected (their
+// count is 0; the next commit removes them) and the records copied.
+func (f *FS) compactPass(c *compactor) (done []victim, moved uint64, errs []error) {
+	w, err := f.trees.Watch()
+	if err != nil {
+		return nil, 0, []error{fmt.Errorf("fs: compact: %w", err)}
+	}
+	defer w.Close()
+	start := w.Changes()
 	roots, err := f.liveRoots()
 	if err != nil {
 		return nil, 0, []error{err}
 	}
-	live, err := f.walk(roots)
+	live, err := f.walkWatched(w, roots)
 	if err != nil {
 		return nil, 0, []error{err}
 	}
+	segRefs := f.trees.SegRefs()
+	quiet := w.Changes() == start
 	var cands []victim
-	for seg, n := range f.trees.SegRefs() {
+	for seg, n := range segRefs {
 		id := blocks.SegmentID(seg)
 		if f.log.IsOpen(id) || c.isRefused(seg) {
 			continue
@@ -100,7 +131,7 @@ func (f *FS) compactLocked(c *compactor) (done []victim, moved uint64, errs []er
 			errs = append(errs, fmt.Errorf("fs: compact: segment %s: %w", id, err))
 			continue
 		}
-		v := victim{id: id, live: live.Count(seg), recs: segmentRecords(size), size: size, refs: n, walks: live.Refs(seg)}
+		v := victim{id: id, live: live.Count(seg), recs: segmentRecords(size), size: size, refs: n, walks: live.Refs(seg), quiet: quiet}
 		if v.live*2 < v.recs {
 			cands = append(cands, v)
 		}
@@ -117,73 +148,145 @@ func (f *FS) compactLocked(c *compactor) (done []victim, moved uint64, errs []er
 		if moved > 0 && moved+v.live > compactMaxMove {
 			break
 		}
-		if err := f.compactSegment(v, live); err != nil {
+		n, err := f.compactSegment(v, live, w, start)
+		moved += n
+		switch {
+		case err == nil:
+			done = append(done, v)
+			c.unstrike(uint64(v.id))
+		case errors.Is(err, errSkipped):
+			f.lg.Printf("compact: segment %s: %v", v.id, err)
+			c.strike(uint64(v.id))
+		case errors.Is(err, ErrNoSpace):
 			errs = append(errs, err)
-			if errors.Is(err, ErrNoSpace) {
-				f.lg.Printf("compact: no space to move segment %s; trying again later", v.id)
-				break
-			}
+			f.lg.Printf("compact: no space to move segment %s; trying again later", v.id)
+			return done, moved, errs
+		default:
+			errs = append(errs, err)
 			f.lg.Printf("compact: segment %s refused, left as it was: %v", v.id, err)
 			c.refuse(uint64(v.id))
-			continue
 		}
-		moved += v.live
-		done = append(done, v)
 	}
 	return done, moved, errs
 }
 
 // compactSegment copies v's live records to the log and points the trees
-// at the copies. Every live record is read and verified before anything
-// is appended, so a corrupt one stops it with nothing copied; a failure
-// later (no space, a refused relocation) leaves only unreferenced copies,
-// which are dead records like any overwritten block.
-func (f *FS) compactSegment(v victim, live *meta.Live) error {
+// at the copies; it returns the records it copied. Every live record is
+// read and verified before anything is appended, so a corrupt one stops
+// it with nothing copied; a failure later (no space, a refused
+// relocation) leaves only unreferenced copies, which are dead records like
+// any overwritten block.
+//
+// Only the last step holds the state lock (exclusively, so that no write,
+// flush step or copy_file_range is half done and no commit is captured):
+// Relocate redirects what the leaves map at that moment. A block written
+// or punched since the walk no longer maps the victim and keeps its new
+// value (its copy is dead); records mapped since the walk (a
+// copy_file_range from a leaf the walk had seen before) are copied and the
+// step is tried again.
+func (f *FS) compactSegment(v victim, live *meta.Live, w *meta.Watch, walkStart uint64) (uint64, error) {
 	seg := uint64(v.id)
-	if v.refs != v.walks {
-		return fmt.Errorf("fs: compact: segment %s: stored count %d, the trees map %d blocks into it (a root the walk does not know?)",
+	if v.quiet && v.refs != v.walks {
+		// Nothing changed during the walk: it saw every tree whole, and
+		// still disagrees with the count.
+		return 0, fmt.Errorf("fs: compact: segment %s: stored count %d, the trees map %d blocks into it (a root the walk does not know?)",
 			v.id, v.refs, v.walks)
 	}
 	idxs := live.Indexes(seg)
 	if len(idxs) == 0 {
-		return fmt.Errorf("fs: compact: segment %s: counted %d references, no live record", v.id, v.refs)
+		if v.quiet {
+			return 0, fmt.Errorf("fs: compact: segment %s: counted %d references, no live record", v.id, v.refs)
+		}
+		return 0, fmt.Errorf("%w: no live record found while the trees changed", errSkipped)
 	}
 	// The copies stay in the victim's class (its header says which), not
 	// the class of a volume that maps them: a block keeps its placement.
 	class, err := f.log.SegmentClass(v.id)
+	if errors.Is(err, blocks.ErrNotFound) && f.trees.SegRefs()[seg] == 0 {
+		return 0, fmt.Errorf("%w: its last blocks went before it was read", errSkipped)
+	}
 	if err != nil {
 		if errors.Is(err, blocks.ErrChecksum) {
 			f.lg.Printf("CORRUPT: compaction of segment %s: %v", v.id, err)
 			corruptReads.Add(1)
 		}
-		return fmt.Errorf("fs: compact: segment %s: %w", v.id, err)
+		return 0, fmt.Errorf("fs: compact: segment %s: %w", v.id, err)
 	}
+	moved := make([]meta.Loc, max(uint64(idxs[len(idxs)-1]+1), v.recs))
+	var copied uint64
+	for try := 1; ; try++ {
+		n, err := f.copyRecords(v, class, idxs, moved)
+		copied += n
+		if errors.Is(err, blocks.ErrNotFound) && f.trees.SegRefs()[seg] == 0 {
+			// Every block it held was overwritten or punched, and a commit
+			// removed it meanwhile: nothing left to move.
+			return copied, fmt.Errorf("%w: its last blocks went while it was being copied", errSkipped)
+		}
+		if err != nil {
+			return copied, err
+		}
+		if try == 1 && f.cpass.hook != nil {
+			f.cpass.hook(v.id)
+		}
+		f.state.Lock()
+		quiet := w.Changes() == walkStart
+		_, err = f.trees.Relocate(seg, live.Leaves(seg), moved, w)
+		f.state.Unlock()
+		var nm *meta.NotMovedError
+		switch {
+		case err == nil:
+			return copied, nil
+		case errors.As(err, &nm) && try < compactTries:
+			idxs = nm.Records
+			if need := int(idxs[len(idxs)-1]) + 1; need > len(moved) {
+				moved = append(moved, make([]meta.Loc, need-len(moved))...)
+			}
+			continue
+		case errors.Is(err, meta.ErrRelocate) && !quiet:
+			// A leaf the walk missed (a snapshot deleted under it, the
+			// only other way to its subtree created after it began): the
+			// next pass walks again.
+			return copied, fmt.Errorf("%w: %v", errSkipped, err)
+		}
+		return copied, fmt.Errorf("fs: compact: %w", err)
+	}
+}
+
+// copyRecords reads the records idxs of v (each verified) and appends them
+// to the log in class, in index order, one Log.Append per run of records
+// written for consecutive blocks of one volume (so the copies keep their
+// tags), setting moved[idx]. Nothing is appended unless every record read
+// back whole.
+func (f *FS) copyRecords(v victim, class blocks.Class, idxs []uint32, moved []meta.Loc) (uint64, error) {
 	buf := make([]byte, len(idxs)*BlockSize)
 	tags := make([]blocks.Tag, len(idxs))
 	for i, idx := range idxs {
+		// gcMu: a commit may remove the victim once writers have dropped
+		// its last block; it waits for a read in flight, as for readers.
+		f.gcMu.RLock()
 		data, tag, err := f.log.ReadRecord(v.id, idx)
+		if err == nil {
+			copy(buf[i*BlockSize:], data)
+		}
+		f.gcMu.RUnlock()
 		if err != nil {
 			var ce *blocks.CorruptError
 			if errors.As(err, &ce) {
 				f.lg.Printf("CORRUPT: compaction of segment %s: %v", v.id, err)
 				corruptReads.Add(1)
 			}
-			return fmt.Errorf("fs: compact: segment %s record %d: %w", v.id, idx, err)
+			return 0, fmt.Errorf("fs: compact: segment %s record %d: %w", v.id, idx, err)
 		}
-		copy(buf[i*BlockSize:], data)
 		tags[i] = tag
 	}
-	moved := make([]meta.Loc, idxs[len(idxs)-1]+1)
 	for i := 0; i < len(idxs); {
-		// A run of records written for consecutive blocks of one volume
-		// keeps its tags with one append.
 		j := i + 1
 		for j < len(idxs) && tags[j].Volume == tags[i].Volume && tags[j].Block == tags[j-1].Block+1 {
 			j++
 		}
 		exts, err := f.log.Append(class, tags[i].Volume, tags[i].Block, buf[i*BlockSize:j*BlockSize])
 		if err != nil {
-			return f.ioErr(fmt.Sprintf("compact: segment %s: append", v.id), err)
+			return uint64(i), f.ioErr(fmt.Sprintf("compact: segment %s: append", v.id), err)
 		}
 		k := i
 		for _, e := range exts {
@@ -194,10 +297,7 @@ func (f *FS) compactSegment(v victim, live *meta.Live) error {
 		}
 		i = j
 	}
-	if _, err := f.trees.Relocate(seg, live.Leaves(seg), moved); err != nil {
-		return fmt.Errorf("fs: compact: %w", err)
-	}
-	return nil
+	return uint64(len(idxs)), nil
 }
 
 // compactor runs a pass every 30 s in the background. A pass walks every
@@ -217,6 +317,7 @@ type compactor struct {
 	// Owned by the compactor's goroutine.
 	sizes    map[uint64]int64 // sizes of sealed segments (they never change)
 	refused  map[uint64]bool  // refused victims: not retried until the next mount
+	strikes  map[uint64]int   // passes that left a victim because the trees changed under it
 	lastWalk time.Time
 	lastRefs map[uint64]int64
 }
@@ -309,6 +410,15 @@ func (c *compactor) due() bool {
 	return time.Since(c.lastWalk) >= c.walkEvery && !maps.Equal(refs, c.lastRefs)
 }
 
+// walkWatched is FS.walk while the trees change (compactPass).
+func (f *FS) walkWatched(w *meta.Watch, roots []meta.Root) (*meta.Live, error) {
+	l, err := f.trees.WalkLiveWatched(w, roots, f.segmentBlocks())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return l, nil
+}
+
 // segmentSize is f.segmentSize, cached for sealed segments when c is the
 // background compactor.
 func (c *compactor) segmentSize(f *FS, id blocks.SegmentID) (int64, error) {
@@ -330,5 +440,29 @@ func (c *compactor) isRefused(seg uint64) bool { return c != nil && c.refused[se
 func (c *compactor) refuse(seg uint64) {
 	if c != nil {
 		c.refused[seg] = true
+	}
+}
+
+// compactStrikes: a victim that passes in a row had to leave because the
+// trees changed under them is refused like a corrupt one, so that a count
+// that is wrong on a mount that is never quiet cannot make every pass walk.
+const compactStrikes = 3
+
+func (c *compactor) unstrike(seg uint64) {
+	if c != nil {
+		delete(c.strikes, seg)
+	}
+}
+
+func (c *compactor) strike(seg uint64) {
+	if c == nil {
+		return
+	}
+	if c.strikes == nil {
+		c.strikes = map[uint64]int{}
+	}
+	if c.strikes[seg]++; c.strikes[seg] >= compactStrikes {
+		c.f.lg.Printf("compact: segment %s left by %d passes in a row; not tried again until the next mount", blocks.SegmentID(seg), c.strikes[seg])
+		c.refuse(seg)
 	}
 }

@@ -152,9 +152,9 @@ func TestCompactCrashBeforeCommit(t *testing.T) {
 	f := openTest(t, dir, store)
 	m := files{}
 	_, _, s1, s2 := compactLayout(t, f, m)
-	f.state.Lock()
-	done, moved, errs := f.compactLocked(nil)
-	f.state.Unlock()
+	f.cpass.mu.Lock()
+	done, moved, errs := f.compactPass(nil)
+	f.cpass.mu.Unlock()
 	if len(done) != 2 || moved != 54 || len(errs) != 0 {
 		t.Fatalf("pass: %d victims, %d moved, %v", len(done), moved, errs)
 	}
@@ -585,4 +585,145 @@ func TestCompactModel(t *testing.T) {
 	f = openTest(t, dir, store)
 	verify()
 	f.Close()
+}
+
+// TestCompactRacesWritesPunchesCopiesSnapshots: between a pass's copies of
+// a victim and the step that redirects its leaves (the hook), blocks that
+// live in the victim are overwritten, punched, shared into another file by
+// copy_file_range, and snapshotted then overwritten (the head copies a
+// leaf the snapshot keeps). The newest value of every block wins (an
+// overwritten or punched block is not put back to its old record's copy),
+// the new leaves (the copy's, the head's copy) are redirected too, both
+// victims go in the same pass, and all of it survives a crash.
+func TestCompactRacesWritesPunchesCopiesSnapshots(t *testing.T) {
+	dir, store := t.TempDir(), blocks.NewMemStore()
+	f := openTest(t, dir, store)
+	m := files{}
+	a, b, s1, s2 := compactLayout(t, f, m)
+	c := create(t, f, "c")
+	var snap Snapshot
+	var snapModel [][]byte
+	var hooked []blocks.SegmentID
+	f.cpass.hook = func(v blocks.SegmentID) {
+		hooked = append(hooked, v)
+		switch v {
+		case s2: // a's blocks 64..127 with blk%8 >= 5 live here
+			if segOf(t, f, a, 69) != s2 || segOf(t, f, a, 77) != s2 {
+				t.Error("unexpected layout")
+			}
+			m.write(t, f, a, 69, 1, 7)
+			if err := f.Fallocate(a, FallocPunchHole|FallocKeepSize, 70*BlockSize, BlockSize); err != nil {
+				t.Error(err)
+			}
+			m[a][70] = make([]byte, BlockSize)
+			m.copyRange(t, f, a, c, 71, 1) // c's new leaf maps a record of s2
+			var err error
+			if snap, err = f.SnapshotCreate(a, "s"); err != nil {
+				t.Error(err)
+			}
+			snapModel = append([][]byte(nil), m[a]...)
+			m.write(t, f, a, 77, 1, 8) // a copies the leaf; the snapshot keeps it
+		case s1: // a's 0..19 and b's 10..29 live here
+			m.write(t, f, b, 15, 1, 9)
+			if err := f.Fallocate(a, FallocPunchHole|FallocKeepSize, 5*BlockSize, BlockSize); err != nil {
+				t.Error(err)
+			}
+			m[a][5] = make([]byte, BlockSize)
+		}
+	}
+	st, err := f.Compact()
+	f.cpass.hook = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hooked) != 2 || st.Segments != 2 || stored(store, s1) || stored(store, s2) {
+		t.Fatalf("pass over %v: %+v; s1 stored %v, s2 stored %v", hooked, st, stored(store, s1), stored(store, s2))
+	}
+	verify := func(f *FS) {
+		t.Helper()
+		m.verify(t, f)
+		if got := readSnap(t, f, snap.ID, 300*BlockSize); !bytes.Equal(got, bytes.Join(snapModel, nil)) {
+			t.Fatal("snapshot differs")
+		}
+	}
+	verify(f)
+	for _, blk := range []uint64{69, 70, 5} {
+		if ms, _ := f.trees.Lookup(a, blk, 1); blk != 69 && ms[0].Seg != 0 {
+			t.Fatalf("punched block %d of a is mapped again: %+v", blk, ms)
+		}
+	}
+	_ = b
+	crash(f)
+	f = openTest(t, dir, store)
+	verify(f)
+	f.Close()
+	checkAllClean(t, dir, store)
+}
+
+// TestCompactDoesNotStopWriters: while a pass is parked between its copies
+// and its validating step, writes to another file and to the victim's
+// file, an fsync and a commit all complete.
+func TestCompactDoesNotStopWriters(t *testing.T) {
+	dir, store := t.TempDir(), blocks.NewMemStore()
+	f := openTest(t, dir, store)
+	m := files{}
+	a, _, s1, s2 := compactLayout(t, f, m)
+	w := create(t, f, "w")
+	m.write(t, f, w, 0, 8, 1)
+	parked, release := make(chan struct{}), make(chan struct{})
+	f.cpass.hook = func(v blocks.SegmentID) {
+		if v == s2 {
+			close(parked)
+			<-release
+		}
+	}
+	type result struct {
+		st  CompactStats
+		err error
+	}
+	passDone := make(chan result, 1)
+	go func() {
+		st, err := f.Compact()
+		passDone <- result{st, err}
+	}()
+	select {
+	case <-parked:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the pass never reached its hook")
+	}
+	opsDone := make(chan error, 1)
+	go func() {
+		var errs []error
+		for i := uint64(0); i < 8; i++ {
+			_, err := f.WriteAt(w, pattern(w, i, 2), int64(i*BlockSize))
+			errs = append(errs, err)
+		}
+		_, err := f.WriteAt(a, pattern(a, 200, 2), 200*BlockSize)
+		errs = append(errs, err, f.Fsync(w), f.Commit())
+		opsDone <- errors.Join(errs...)
+	}()
+	select {
+	case err := <-opsDone:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("writes, fsync and commit waited for the parked compaction pass")
+	}
+	close(release)
+	r := <-passDone
+	f.cpass.hook = nil
+	if r.err != nil || r.st.Segments != 2 || stored(store, s1) || stored(store, s2) {
+		t.Fatalf("pass: %+v %v", r.st, r.err)
+	}
+	if t.Failed() {
+		return
+	}
+	for i := uint64(0); i < 8; i++ {
+		m[w][i] = pattern(w, i, 2)
+	}
+	m[a][200] = pattern(a, 200, 2)
+	m.verify(t, f)
+	f.Close()
+	checkAllClean(t, dir, store)
 }

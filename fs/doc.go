@@ -30,7 +30,8 @@
 // (Fsync) -> cache (a journal record) or commit (commitVolume: flush, then
 // capture and land).
 //
-// Locking, outermost first: FS.commitMu (one commit at a time),
+// Locking, outermost first: FS.cpass.mu (one compaction pass at a time),
+// FS.commitMu (one commit at a time),
 // volume.wmu (shared by whole-block writes and flush steps, exclusive for
 // every other change of a volume, so read-modify-write of partial blocks
 // is atomic, and by an fsync writing a journal record), FS.jmu (shared by
@@ -38,8 +39,8 @@
 // function, from before its capture to after it), FS.state (read-locked by
 // every mutation, write-locked by a commit while it captures the tree
 // state, by clone/snapshot/rollback for their whole change, and by
-// compaction while it walks the trees; describe and df walk a committed
-// view without it), FS.nsMu
+// compaction only while it redirects one victim's leaves; describe and df
+// walk a committed view without it), FS.nsMu
 // (namespace changes), volCache.flushMu, then volCache.mu and FS.jvmu
 // (never both), FS.gcMu (read-locked from mapping lookup to block read,
 // write-locked while dead segments are removed).

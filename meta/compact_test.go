@@ -97,7 +97,7 @@ func TestRelocateSharedLeaves(t *testing.T) {
 			moved[idx] = Loc{11, 99 - idx}
 		}
 	}
-	n, err := tr.Relocate(1, l.Leaves(1), moved)
+	n, err := tr.Relocate(1, l.Leaves(1), moved, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestRelocateCoalesces(t *testing.T) {
 	for i := range moved {
 		moved[i] = Loc{5, uint32(10 + i)}
 	}
-	if _, err := tr.Relocate(1, l.Leaves(1), moved); err != nil {
+	if _, err := tr.Relocate(1, l.Leaves(1), moved, nil); err != nil {
 		t.Fatal(err)
 	}
 	ms, _ := tr.Lookup(1, 0, 30)
@@ -217,7 +217,7 @@ func TestRelocateRefuses(t *testing.T) {
 		{"not a leaf", append([]uint64{all[2].Head.Root}, full.Leaves(1)...), every},
 	}
 	for _, c := range cases {
-		if _, err := tr.Relocate(1, c.leaves, c.moved); !errors.Is(err, ErrRelocate) {
+		if _, err := tr.Relocate(1, c.leaves, c.moved, nil); !errors.Is(err, ErrRelocate) {
 			t.Fatalf("%s: %v, want ErrRelocate", c.name, err)
 		}
 		if tr.Dirty() != 0 {
@@ -230,5 +230,105 @@ func TestRelocateRefuses(t *testing.T) {
 		for i, r := range all {
 			sameModel(t, c.name, mapped(t, tr, r.Head), want[i])
 		}
+	}
+}
+
+// TestRelocateWatched: a walk and a relocation while the trees change.
+// After the watch began: a volume whose leaf maps the victim is deleted
+// and committed (its leaf is gone from Pebble: the watched walk skips it,
+// an unwatched one fails); then a head copies the leaf it shares with a
+// snapshot to overwrite one block, punches another, and a new volume maps
+// three of the victim's records (copy_file_range). Relocate finds the new
+// leaves through the watch, refuses with a NotMovedError while one record
+// mapped since is not moved, then redirects exactly what each leaf maps
+// now: the overwritten and punched blocks keep their new state.
+func TestRelocateWatched(t *testing.T) {
+	db, tr := openMem(t, vfs.NewMem())
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(tr.Map(1, 0, 100, 1, 0))
+	_, err := tr.CreateSnapshot(1, "s", 1)
+	must(err)
+	must(tr.Map(3, 600, 10, 1, 90))
+	commit(t, db, tr)
+
+	w, err := tr.Watch()
+	must(err)
+	defer w.Close()
+	if _, err := tr.Watch(); !errors.Is(err, ErrWatching) {
+		t.Fatalf("a second watch: %v", err)
+	}
+	roots, err := tr.Roots()
+	must(err)
+	must(tr.DeleteVolume(3))
+	commit(t, db, tr)
+	if _, err := tr.WalkLive(roots, 128); err == nil {
+		t.Fatal("an unwatched walk read a node freed since its roots were listed")
+	}
+	start := w.Changes()
+	l, err := tr.WalkLiveWatched(w, roots, 128)
+	must(err)
+	if w.Changes() != start || l.Count(1) != 100 {
+		t.Fatalf("walk: changes %d -> %d, %d live in seg 1", start, w.Changes(), l.Count(1))
+	}
+
+	must(tr.Map(1, 5, 1, 2, 0)) // the head copies the leaf the snapshot keeps
+	must(tr.Punch(1, 6, 1))
+	must(tr.Map(2, 0, 3, 1, 10))
+	if w.Changes() == start {
+		t.Fatal("changes not counted")
+	}
+	moved := make([]Loc, 128)
+	for _, idx := range l.Indexes(1) {
+		moved[idx] = Loc{10, idx}
+	}
+	roots, err = tr.Roots()
+	must(err)
+	want := map[int]model{}
+	for i, r := range roots {
+		want[i] = mapped(t, tr, r.Head)
+	}
+	holey := append([]Loc(nil), moved...)
+	holey[11] = Loc{}
+	var nm *NotMovedError
+	if _, err := tr.Relocate(1, l.Leaves(1), holey, w); !errors.As(err, &nm) || len(nm.Records) != 1 || nm.Records[0] != 11 ||
+		!errors.Is(err, ErrRelocate) {
+		t.Fatalf("relocation with record 11 not moved: %v", err)
+	}
+	if _, err := tr.Relocate(1, l.Leaves(1), moved, nil); !errors.Is(err, ErrRelocate) {
+		t.Fatalf("relocation without the watch's leaves: %v", err)
+	}
+	for i, r := range roots {
+		sameModel(t, "refused", mapped(t, tr, r.Head), want[i])
+	}
+	n, err := tr.Relocate(1, l.Leaves(1), moved, w)
+	must(err)
+	if n != 3 { // the snapshot's leaf, the head's copy, vol 2's
+		t.Fatalf("%d leaves rewritten, want 3", n)
+	}
+	for i, r := range roots {
+		exp := model{}
+		for b, x := range want[i] {
+			if x.seg == 1 {
+				x = ref{10, x.idx}
+			}
+			exp[b] = x
+		}
+		sameModel(t, "relocated", mapped(t, tr, r.Head), exp)
+	}
+	if h := mapped(t, tr, roots[0].Head); h[5] != (ref{2, 0}) || h[6] != (ref{}) {
+		t.Fatalf("head of vol 1: block 5 %+v, block 6 %+v", h[5], h[6])
+	}
+	if dead := commit(t, db, tr); len(dead) != 1 || dead[0] != 1 {
+		t.Fatalf("dead after relocation: %v, want [1]", dead)
+	}
+	r, err := tr.Check(nil)
+	must(err)
+	if len(r.Problems) != 0 {
+		t.Fatalf("check: %v", r.Problems)
 	}
 }

@@ -90,6 +90,8 @@ type Trees struct {
 	fetched map[uint64]*node // nodes lookupRetry read for its walk but may not cache (freed ones; under mu)
 
 	walkHook func(vol uint64) // tests: called in a shared-lock walk of vol (lookupRetry), under mu.RLock
+
+	watch *Watch // a compaction pass's record of changes (meta/compact.go; under mu)
 }
 
 // OpenTrees loads the segment reference counts and prepares the tree cache.
@@ -230,6 +232,9 @@ func (t *Trees) decRef(id uint64) error {
 }
 
 func (t *Trees) free(id uint64) {
+	if t.watch != nil {
+		t.watch.freeing(id)
+	}
 	delete(t.nodes, id)
 	delete(t.dirtyNodes, id)
 	delete(t.rc, id)
@@ -243,6 +248,9 @@ func (t *Trees) segAdd(seg uint64, d int64) {
 }
 
 func (t *Trees) markDirty(n *node) {
+	if t.watch != nil {
+		t.watch.dirtied(n)
+	}
 	n.dirty = true
 	t.dirtyNodes[n.id] = n
 }

@@ -99,13 +99,22 @@ func (l *Live) Leaves(seg uint64) []uint64 { return l.leaves[seg] }
 // state lock exclusively, which excludes writes and commits); the tree
 // lock is taken per node, so lookups go on meanwhile.
 func (t *Trees) WalkLive(roots []Root, segBlocks uint32) (*Live, error) {
+	return t.WalkLiveWatched(nil, roots, segBlocks)
+}
+
+// WalkLiveWatched is WalkLive while the trees change, with a Watch started
+// before roots were listed: a node freed since (its parent was read before
+// it went) is skipped instead of read. The result is not one state of the
+// trees: it may hold records dead by now and miss leaves created since,
+// which the watch has (see Watch and Relocate).
+func (t *Trees) WalkLiveWatched(w *Watch, roots []Root, segBlocks uint32) (*Live, error) {
 	l := newLive(segBlocks)
 	seen := map[uint64]bool{}
 	for _, r := range roots {
 		if r.Head.Root == 0 || r.Head.Height == 0 {
 			continue
 		}
-		err := t.visit(r.Head.Root, int(r.Head.Height)-1, seen, func(id uint64, ext []extent) {
+		err := t.visit(w, r.Head.Root, int(r.Head.Height)-1, seen, func(id uint64, ext []extent) {
 			last := uint64(0)
 			for _, e := range ext {
 				l.mark(e.seg, e.idx, uint64(e.n))
@@ -176,13 +185,17 @@ func (t *Trees) loadAt(id uint64, level int) (*node, error) {
 
 // visit calls leaf for every leaf below id that seen does not hold yet
 // (marking every node it enters), with the tree lock held: leaf must not
-// call back into t.
-func (t *Trees) visit(id uint64, level int, seen map[uint64]bool, leaf func(id uint64, ext []extent)) error {
+// call back into t. A node that w saw freed is skipped.
+func (t *Trees) visit(w *Watch, id uint64, level int, seen map[uint64]bool, leaf func(id uint64, ext []extent)) error {
 	if seen[id] {
 		return nil
 	}
 	seen[id] = true
 	t.mu.Lock()
+	if w != nil && w.freed[id] {
+		t.mu.Unlock()
+		return nil
+	}
 	n, err := t.loadAt(id, level)
 	if err != nil {
 		t.mu.Unlock()
@@ -201,7 +214,7 @@ func (t *Trees) visit(id uint64, level int, seen map[uint64]bool, leaf func(id u
 	}
 	t.mu.Unlock()
 	for _, k := range kids {
-		if err := t.visit(k, level-1, seen, leaf); err != nil {
+		if err := t.visit(w, k, level-1, seen, leaf); err != nil {
 			return err
 		}
 	}
@@ -255,7 +268,7 @@ func (t *Trees) SegmentRefs(roots []Root, segs map[uint64]bool) (map[uint64]int6
 			// Not skipped as empty: a walk that misses a tree would free its blocks.
 			return nil, fmt.Errorf("%w: volume %d snapshot %d: root %d at height 0", ErrCorrupt, r.Vol, r.Snap, r.Head.Root)
 		}
-		err := t.visit(r.Head.Root, int(r.Head.Height)-1, seen, func(id uint64, ext []extent) {
+		err := t.visit(nil, r.Head.Root, int(r.Head.Height)-1, seen, func(id uint64, ext []extent) {
 			for _, e := range ext {
 				if segs[e.seg] {
 					out[e.seg] += int64(e.n)
