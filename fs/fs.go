@@ -101,7 +101,7 @@ type FS struct {
 	pressureEvents atomic.Int64
 	pressureLogged atomic.Int64
 
-	compactor *compactor // background compaction (fs/compact.go)
+	compactor *compactor   // background compaction (fs/compact.go)
 	cpass     compactState // passes one at a time (fs/compact.go)
 
 	invalidate func(ino uint64) // set by the binding; may be nil

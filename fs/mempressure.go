@@ -214,21 +214,8 @@ func limitedCgroup() string {
 
 // cgroup2Mount is where the cgroup v2 hierarchy is mounted, or "".
 func cgroup2Mount() string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// 36 35 0:30 / /sys/fs/cgroup rw,... shared:9 - cgroup2 cgroup2 rw
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		fields, types := strings.Fields(pre), strings.Fields(post)
-		if ok && len(fields) >= 5 && len(types) >= 1 && types[0] == "cgroup2" {
-			return fields[4]
-		}
-	}
-	return ""
+	// 36 35 0:30 / /sys/fs/cgroup rw,... shared:9 - cgroup2 cgroup2 rw
+	return findMount(func(types []string) bool { return types[0] == "cgroup2" })
 }
 
 // watchPressure runs beside the background flusher until stop is closed:
@@ -364,6 +351,15 @@ func readInt(name string) (int64, error) {
 // cgroup1Mount is where the cgroup v1 hierarchy with the given controller
 // is mounted, or "".
 func cgroup1Mount(controller string) string {
+	return findMount(func(types []string) bool {
+		return len(types) >= 3 && types[0] == "cgroup" && slices.Contains(strings.Split(types[2], ","), controller)
+	})
+}
+
+// findMount returns the mount point of the first line of
+// /proc/self/mountinfo whose fields after " - " (type, source, options)
+// match says yes to, or "".
+func findMount(match func(types []string) bool) string {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return ""
@@ -373,8 +369,7 @@ func cgroup1Mount(controller string) string {
 	for sc.Scan() {
 		pre, post, ok := strings.Cut(sc.Text(), " - ")
 		fields, types := strings.Fields(pre), strings.Fields(post)
-		if ok && len(fields) >= 5 && len(types) >= 3 && types[0] == "cgroup" &&
-			slices.Contains(strings.Split(types[2], ","), controller) {
+		if ok && len(fields) >= 5 && len(types) >= 1 && match(types) {
 			return fields[4]
 		}
 	}
