@@ -110,7 +110,7 @@ func (f *FS) compactPass(c *compactor) (done []victim, moved uint64, errs []erro
 	}
 	defer w.Close()
 	start := w.Changes()
-	roots, err := f.liveRoots()
+	roots, err := liveRoots(f.trees)
 	if err != nil {
 		return nil, 0, []error{err}
 	}

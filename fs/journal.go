@@ -73,7 +73,7 @@ func (c *volCache) jwrite(first uint64, n int) {
 		return
 	}
 	if len(j.written)+n > journalMax {
-		j.track, j.written = false, nil
+		c.jstop()
 		return
 	}
 	if j.written == nil {
@@ -83,6 +83,11 @@ func (c *volCache) jwrite(first uint64, n int) {
 		j.written[first+uint64(i)] = struct{}{}
 	}
 }
+
+// jstop stops tracking: blocks cached from now are in no record, so the
+// next fsync commits the volume (and jrestart starts again). Caller holds
+// c.mu.
+func (c *volCache) jstop() { c.j.track, c.j.written = false, nil }
 
 // jtracking reports whether the journal tracks the volume's writes (it
 // stops when more was written since the last record than one holds).
@@ -117,7 +122,7 @@ func (c *volCache) jrestart() (failed func()) {
 	c.mu.Unlock()
 	return func() {
 		c.mu.Lock()
-		c.j.track, c.j.written = false, nil
+		c.jstop()
 		c.mu.Unlock()
 	}
 }
@@ -131,7 +136,8 @@ func (f *FS) journalFsync(ino uint64, v *volume) (taken bool, err error) {
 	}
 	c := &v.c
 	usable := func() bool {
-		return c.j.track && len(c.j.written) <= journalMax && c.j.live+len(c.j.written) <= journalLiveMax
+		// While tracking, written holds at most journalMax blocks (jwrite).
+		return c.j.track && c.j.live+len(c.j.written) <= journalLiveMax
 	}
 	c.mu.Lock()
 	ok := usable()
@@ -202,7 +208,7 @@ func (f *FS) journalFsync(ino uint64, v *volume) (taken bool, err error) {
 	if err := f.db.PutJournal(rec); err != nil {
 		// The blocks are in no record now: commit them next time.
 		c.mu.Lock()
-		c.j.track, c.j.written = false, nil
+		c.jstop()
 		c.mu.Unlock()
 		return true, f.ioErr("fsync journal", err)
 	}
@@ -255,18 +261,6 @@ func journalUndrop(drops []jdrop) {
 			c.j.live += r.blocks
 		}
 		c.mu.Unlock()
-	}
-}
-
-// journalCoverAll notes, with the state lock held exclusively and every
-// volume's cache empty, that the trees hold every record handed out.
-func (f *FS) journalCoverAll() {
-	f.jvmu.Lock()
-	defer f.jvmu.Unlock()
-	for _, v := range f.jvols {
-		v.c.mu.Lock()
-		v.c.j.covered = v.c.j.next
-		v.c.mu.Unlock()
 	}
 }
 

@@ -34,6 +34,21 @@ func journalOpts(d *pcDisk) Options {
 
 func blockOf(v byte) []byte { return bytes.Repeat([]byte{v}, BlockSize) }
 
+// settledFile creates name with nblk blocks of zeros and fsyncs it: a
+// commit, so its tree is settled and its next small fsyncs can be journal
+// records.
+func settledFile(t *testing.T, f *FS, name string, nblk uint64) uint64 {
+	t.Helper()
+	ino := create(t, f, name)
+	if err := f.Truncate(ino, nblk*BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Fsync(ino); err != nil {
+		t.Fatal(err)
+	}
+	return ino
+}
+
 // TestFsyncJournalKeepsFsynced: small writes each followed by an fsync go
 // through the journal (one synced Pebble record each, no commit), and a
 // power cut keeps every one of them; writes after the last fsync are
@@ -51,16 +66,10 @@ func TestFsyncJournalKeepsFsynced(t *testing.T) {
 					t.Fatal(err)
 				}
 				const nblk = 256
-				a := create(t, f, "a")
+				a := settledFile(t, f, "a", nblk)
 				want := make([][]byte, nblk)
 				for i := range want {
 					want[i] = blockOf(0)
-				}
-				if err := f.Truncate(a, nblk*BlockSize); err != nil {
-					t.Fatal(err)
-				}
-				if err := f.Fsync(a); err != nil { // commits: the tree settles
-					t.Fatal(err)
 				}
 				rng := rand.New(rand.NewPCG(7, uint64(len(t.Name()))))
 				later := map[int][]byte{}
@@ -408,13 +417,7 @@ func TestFsyncJournalSyncFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := create(t, f, "a")
-	if err := f.Truncate(a, 64*BlockSize); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Fsync(a); err != nil {
-		t.Fatal(err)
-	}
+	a := settledFile(t, f, "a", 64)
 	want := make([]byte, 64*BlockSize)
 	if _, err := f.WriteAt(a, blockOf(1), 0); err != nil {
 		t.Fatal(err)
@@ -570,13 +573,7 @@ func TestFsckReportsJournal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := create(t, f, "a")
-	if err := f.Truncate(a, 64*BlockSize); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Fsync(a); err != nil {
-		t.Fatal(err)
-	}
+	a := settledFile(t, f, "a", 64)
 	for i := range 3 {
 		if _, err := f.WriteAt(a, bytes.Repeat(blockOf(byte(i+1)), 2), int64(i*10)*BlockSize); err != nil {
 			t.Fatal(err)
@@ -632,13 +629,7 @@ func TestFsyncJournalAfterBurst(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	a := create(t, f, "a")
-	if err := f.Truncate(a, 1024*BlockSize); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Fsync(a); err != nil {
-		t.Fatal(err)
-	}
+	a := settledFile(t, f, "a", 1024)
 	if _, err := f.WriteAt(a, bytes.Repeat(blockOf(1), 600), 0); err != nil { // a burst, cached
 		t.Fatal(err)
 	}

@@ -21,20 +21,20 @@ func (f *FS) segmentBlocks() uint32 {
 	return defaultSegmentBlocks
 }
 
-// liveRoots lists every tree root (heads and snapshots). Callers hold the
-// state lock exclusively from here to the end of their walks: no write,
-// tree change or commit runs meanwhile (writers hold the state lock shared,
-// so a shared hold would not keep them out); reads go on.
-func (f *FS) liveRoots() ([]meta.Root, error) {
-	roots, err := f.trees.Roots()
+// liveRoots lists every tree root (heads and snapshots) of t: the live
+// trees (compaction, which keeps them still or watches them change) or a
+// committed view (describe, df).
+func liveRoots(t *meta.Trees) ([]meta.Root, error) {
+	roots, err := t.Roots()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	return roots, nil
 }
 
-func (f *FS) walk(roots []meta.Root) (*meta.Live, error) {
-	l, err := f.trees.WalkLive(roots, f.segmentBlocks())
+// walk marks every record the roots reach, in t.
+func (f *FS) walk(t *meta.Trees, roots []meta.Root) (*meta.Live, error) {
+	l, err := t.WalkLive(roots, f.segmentBlocks())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
@@ -94,16 +94,9 @@ func (f *FS) Describe(ino uint64) (Description, error) {
 	if err != nil {
 		return Description{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	roots, err := trees.Roots()
+	roots, err := liveRoots(trees)
 	if err != nil {
-		return Description{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	walk := func(roots []meta.Root) (*meta.Live, error) {
-		l, err := trees.WalkLive(roots, f.segmentBlocks())
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
-		}
-		return l, nil
+		return Description{}, err
 	}
 	var others, own []meta.Root
 	for _, r := range roots {
@@ -114,15 +107,15 @@ func (f *FS) Describe(ino uint64) (Description, error) {
 			own = append(own, r)
 		}
 	}
-	other, err := walk(others)
+	other, err := f.walk(trees, others)
 	if err != nil {
 		return Description{}, err
 	}
-	snap, err := walk(own)
+	snap, err := f.walk(trees, own)
 	if err != nil {
 		return Description{}, err
 	}
-	head, err := walk([]meta.Root{{Vol: ino, Head: h}})
+	head, err := f.walk(trees, []meta.Root{{Vol: ino, Head: h}})
 	if err != nil {
 		return Description{}, err
 	}
@@ -177,13 +170,13 @@ func (f *FS) Usage() (Usage, error) {
 	}
 	defer done()
 	u.Snapshots = trees.SnapshotCount()
-	roots, err := trees.Roots()
+	roots, err := liveRoots(trees)
 	if err != nil {
-		return Usage{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return Usage{}, err
 	}
-	live, err := trees.WalkLive(roots, f.segmentBlocks())
+	live, err := f.walk(trees, roots)
 	if err != nil {
-		return Usage{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return Usage{}, err
 	}
 	for _, r := range roots {
 		if r.Snap == 0 {

@@ -51,7 +51,7 @@ type DB struct {
 	r    pebble.Reader
 	snap *pebble.Snapshot
 	mu   sync.Mutex // guards sb
-	sb Superblock
+	sb   Superblock
 	// superMu orders the batches that carry the superblock: each encodes
 	// S from memory and is applied under it, so the S on disk is always
 	// the newest applied and no counter ever moves back (a commit batch
@@ -73,7 +73,7 @@ func OpenReadOnly(dir string, fs vfs.FS) (*DB, error) { return open(dir, fs, tru
 
 func open(dir string, fs vfs.FS, readOnly bool) (*DB, error) {
 	opts := &pebble.Options{
-		FS:           fs,
+		FS: fs,
 		// WALs are preallocated to about this size: keep small data disks
 		// usable. 8 MiB: fsync journal records (fs/journal.go, at most 4 MiB
 		// per volume) are mostly deleted in the memtable they were put in.
